@@ -1,0 +1,4 @@
+"""Run-directory, logging, checkpoint and registry plumbing shared by every stage.
+
+Nothing in ``core`` knows about any stage.
+"""

@@ -1,0 +1,42 @@
+"""Append-only JSONL event log: one object per logged value, readable while a run is going."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLogger:
+    """Writes ``{"stage", "step", "name", "value", "time"}`` lines to ``metrics.jsonl``.
+
+    Each line is flushed as written so a crash loses at most the event being written.
+    """
+
+    def __init__(self, path: str | Path, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, stage: str, name: str, value: Any, step: int | None = None) -> None:
+        if not self.enabled:
+            return
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)  # JSON has no NaN/inf; keep the fact, stay parseable
+        event = {"stage": stage, "step": step, "name": name, "value": value, "time": time.time()}
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(event, ensure_ascii=False) + "\n")
+
+    def log_dict(self, stage: str, values: dict[str, Any], step: int | None = None) -> None:
+        for name, value in values.items():
+            self.log(stage, name, value, step)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

@@ -1,0 +1,1 @@
+"""The data stage: load, clean, scrub PII, deduplicate, split, write shards."""

@@ -1,0 +1,1 @@
+"""The tokenizer stage: train BPE / WordPiece / Unigram tokenizers with Hugging Face ``tokenizers``."""

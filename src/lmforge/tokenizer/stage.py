@@ -1,0 +1,68 @@
+"""Entry point of the tokenizer stage: read text -> train -> measure on val -> save."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lmforge.core.errors import DataError
+from lmforge.core.log import logger
+from lmforge.core.metrics import MetricsLogger
+from lmforge.core.rundir import StageResult
+from lmforge.tokenizer.config import TokenizerConfig
+from lmforge.tokenizer.train import measure, save_tokenizer, to_transformers, train_tokenizer
+
+
+def _read_files(files: list[Path]) -> list[str]:
+    texts: list[str] = []
+    for path in files:
+        paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for p in paths:
+            texts.extend(line for line in p.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
+    return texts
+
+
+def training_texts(cfg: TokenizerConfig, data_dir: Path | None) -> tuple[list[str], list[str]]:
+    """(train, eval) texts: the data stage's train/val splits, or the configured files."""
+    if cfg.files:
+        texts = _read_files(cfg.files)
+        cut = max(1, len(texts) // 20)
+        train, val = texts[:-cut] or texts, texts[-cut:]
+    elif data_dir is not None:
+        from lmforge.data.shards import read_split
+
+        train = [d.text for d in read_split(data_dir, "train") if d.text]
+        val = [d.text for d in read_split(data_dir, "val") if d.text]
+    else:
+        raise DataError("the tokenizer stage needs text: add a data section or set tokenizer.files")
+    if cfg.max_docs:
+        train = train[: cfg.max_docs]
+    if not train:
+        raise DataError("the tokenizer's training corpus is empty (no non-empty text in the train split)")
+    if not val:
+        logger.warning("no validation text for the tokenizer metrics; measuring on the training text")
+        val = train
+    return train, val
+
+
+def run_tokenizer_stage(
+    cfg: TokenizerConfig, data_dir: Path | None, out_dir: Path, metrics: MetricsLogger
+) -> StageResult:
+    train, val = training_texts(cfg, data_dir)
+    t0 = time.perf_counter()
+    tok = train_tokenizer(cfg, train)
+    seconds = time.perf_counter() - t0
+    if tok.get_vocab_size() > cfg.vocab_size:
+        logger.warning(
+            "the %s vocabulary has %d entries, above vocab_size=%d: every character seen in training is "
+            "kept so no text maps to the unknown token",
+            cfg.kind, tok.get_vocab_size(), cfg.vocab_size,
+        )
+    save_tokenizer(to_transformers(tok, cfg), out_dir)
+    result = {
+        **measure(tok, val, cfg.resolved_specials().get("unk")),
+        "train_documents": len(train),
+        "train_seconds": round(seconds, 3),
+    }
+    metrics.log_dict("tokenizer", result)
+    return StageResult(metrics=result, artifacts={"tokenizer": "."})
