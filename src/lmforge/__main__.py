@@ -1,3 +1,5 @@
+import sys
+
 from lmforge.cli import main
 
-main()
+sys.exit(main())

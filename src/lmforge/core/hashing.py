@@ -23,5 +23,7 @@ def fingerprint_path(path: str | Path) -> dict[str, Any]:
     files = sorted(p for p in path.rglob("*") if p.is_file())
     return {
         "path": str(path.resolve()),
-        "files": [(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files],
+        "files": [
+            (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files
+        ],
     }

@@ -37,7 +37,7 @@ def _unit_closed(v: float) -> float:
 def _existing_path(v: Path) -> Path:
     if not v.exists():
         raise ValueError(f"no such file or directory: {v}")
-    return v
+    return v.resolve()  # the run may later change directory; keep what the user meant
 
 
 def _positive(v: int) -> int:
@@ -51,3 +51,61 @@ FractionCO = Annotated[float, AfterValidator(_unit_closed_open)]  # [0, 1)
 Fraction = Annotated[float, AfterValidator(_unit_closed)]  # [0, 1]
 ExistingPath = Annotated[Path, AfterValidator(_existing_path)]
 PositiveInt = Annotated[int, AfterValidator(_positive)]
+
+
+def type_label(ann: object) -> str:
+    """A short readable name for a field annotation: ``int | None``, ``'bpe' | 'wordpiece'``."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is Annotated:
+        return type_label(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_label(a) for a in args)
+    if origin is not None:
+        return (
+            f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_label(a) for a in args)}]"
+        )
+    if ann is type(None):
+        return "None"
+    return getattr(ann, "__name__", str(ann))
+
+
+def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key path, type, default, description) for every field, nested models expanded.
+
+    Lists of models are shown with index ``0`` (``data.sources.0.path``), the form ``--set``
+    takes, so the help a user reads is the key they type.
+    """
+    import typing
+
+    from pydantic_core import PydanticUndefined
+
+    rows: list[tuple[str, str, str, str]] = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        ann = info.annotation
+        nested, is_list = None, False
+        for arg in (ann, *typing.get_args(ann)):
+            if typing.get_origin(arg) is list:
+                is_list = True
+                arg = typing.get_args(arg)[0]
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                nested = arg
+                break
+        if nested is not None:
+            rows.append((path, "list" if is_list else "section", "", info.description or ""))
+            rows.extend(describe_fields(nested, f"{path}.0." if is_list else f"{path}."))
+            continue
+        type_name = type_label(ann)
+        if info.default is not PydanticUndefined:
+            default = repr(info.default)
+        elif info.default_factory is not None:
+            default = repr(info.default_factory())
+        else:
+            default = "required"
+        rows.append((path, type_name, default, info.description or ""))
+    return rows

@@ -56,7 +56,11 @@ class PipelineStats:
 
 def _example(doc: Document, reason: str) -> dict[str, str]:
     text = doc.text if len(doc.text) <= EXAMPLE_CHARS else doc.text[:EXAMPLE_CHARS] + "…"
-    return {"reason": reason, "text": text, **{k: v for k, v in doc.meta.items() if k in ("source", "id", "title")}}
+    return {
+        "reason": reason,
+        "text": text,
+        **{k: v for k, v in doc.meta.items() if k in ("source", "id", "title")},
+    }
 
 
 def rewrite_texts(docs: list[Document], cfg: DataConfig, stats: PipelineStats) -> list[Document]:
@@ -120,7 +124,9 @@ def filter_docs(
             f"loosen it in the recipe's data section. Reasons: {dict(reasons)}"
         )
     if len(docs) and len(kept) < 0.5 * len(docs):
-        stats.warn(f"the '{step}' filter removed {len(docs) - len(kept)} of {len(docs)} documents ({describe})")
+        stats.warn(
+            f"the '{step}' filter removed {len(docs) - len(kept)} of {len(docs)} documents ({describe})"
+        )
     return kept
 
 
@@ -131,7 +137,9 @@ def dedup_key(doc: Document) -> str:
     return doc.text
 
 
-def dedup_docs(docs: list[Document], cfg: DataConfig, stats: PipelineStats, seed: int) -> list[Document]:
+def dedup_docs(
+    docs: list[Document], cfg: DataConfig, stats: PipelineStats, seed: int
+) -> list[Document]:
     from lmforge.data.dedup import exact_dedup, near_dedup
 
     d = cfg.dedup
@@ -139,7 +147,9 @@ def dedup_docs(docs: list[Document], cfg: DataConfig, stats: PipelineStats, seed
         s = stats.begin("exact_dedup", docs)
         keep = set(exact_dedup([dedup_key(x) for x in docs]))
         removed = [x for i, x in enumerate(docs) if i not in keep]
-        s.removed_examples = [_example(x, "exact duplicate") for x in removed[: cfg.examples_per_filter]]
+        s.removed_examples = [
+            _example(x, "exact duplicate") for x in removed[: cfg.examples_per_filter]
+        ]
         docs = [x for i, x in enumerate(docs) if i in keep]
         stats.end(s, docs)
     textual = [x for x in docs if x.image is None]
@@ -159,10 +169,17 @@ def dedup_docs(docs: list[Document], cfg: DataConfig, stats: PipelineStats, seed
         keep = {id(textual[i]) for i in res.keep}
         for cluster in res.clusters[: cfg.examples_per_filter]:
             s.removed_examples.append(
-                {"reason": "near duplicate", "kept": _example(textual[cluster[0]], "")["text"],
-                 "removed": _example(textual[cluster[1]], "")["text"]}
+                {
+                    "reason": "near duplicate",
+                    "kept": _example(textual[cluster[0]], "")["text"],
+                    "removed": _example(textual[cluster[1]], "")["text"],
+                }
             )
-        s.detail = {"clusters": len(res.clusters), "verified_pairs": res.pairs, "threshold": d.threshold}
+        s.detail = {
+            "clusters": len(res.clusters),
+            "verified_pairs": res.pairs,
+            "threshold": d.threshold,
+        }
         docs = [x for x in docs if x.image is not None or id(x) in keep]
         stats.end(s, docs)
     return docs

@@ -37,7 +37,11 @@ def write_shards(
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pylist(rows) if rows else pa.table({"text": pa.array([], pa.string())})
+            table = (
+                pa.Table.from_pylist(rows)
+                if rows
+                else pa.table({"text": pa.array([], pa.string())})
+            )
             pq.write_table(table, out_dir / name)
         names.append(name)
     return names

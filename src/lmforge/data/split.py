@@ -15,7 +15,9 @@ SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
 def hash_fraction(text: str, salt: str = "lmforge-split") -> float:
     """Map text to a uniform number in [0, 1) (first 8 bytes of BLAKE2b)."""
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=salt.encode()[:16]).digest()
+    digest = hashlib.blake2b(
+        text.encode("utf-8"), digest_size=8, person=salt.encode()[:16]
+    ).digest()
     return int.from_bytes(digest, "big") / 2**64
 
 

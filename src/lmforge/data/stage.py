@@ -29,11 +29,15 @@ def load_documents(cfg: DataConfig, stats: PipelineStats) -> tuple[list[Document
         if ls.undecodable_bytes:
             stats.warn(f"{name}: {ls.undecodable_bytes} undecodable bytes replaced with U+FFFD")
     if not docs:
-        raise DataError("the data sources yielded no documents; check the paths and formats in data.sources")
+        raise DataError(
+            "the data sources yielded no documents; check the paths and formats in data.sources"
+        )
     return docs, per_source
 
 
-def run_data_stage(cfg: DataConfig, out_dir: Path, seed: int, metrics: MetricsLogger) -> StageResult:
+def run_data_stage(
+    cfg: DataConfig, out_dir: Path, seed: int, metrics: MetricsLogger
+) -> StageResult:
     """Build the corpus in ``out_dir`` (a temporary directory the runner swaps in on success)."""
     from lmforge.data.clean import length_reason
     from lmforge.data.quality import gopher_reason, language_reason
@@ -46,18 +50,30 @@ def run_data_stage(cfg: DataConfig, out_dir: Path, seed: int, metrics: MetricsLo
     docs = rewrite_texts(docs, cfg, stats)
     c = cfg.clean
     docs = filter_docs(
-        docs, "length", lambda d: None if d.image is not None else length_reason(d.text, c), cfg, stats,
+        docs,
+        "length",
+        lambda d: None if d.image is not None else length_reason(d.text, c),
+        cfg,
+        stats,
         f"min_chars={c.min_chars}, max_chars={c.max_chars}",
     )
     if c.quality.enabled:
         docs = filter_docs(
-            docs, "quality", lambda d: None if d.aligned else gopher_reason(d.text, c.quality), cfg, stats,
+            docs,
+            "quality",
+            lambda d: None if d.aligned else gopher_reason(d.text, c.quality),
+            cfg,
+            stats,
             "data.clean.quality (Gopher heuristics)",
         )
     if c.languages:
         langs = list(c.languages)
         docs = filter_docs(
-            docs, "language", lambda d: None if d.image is not None else language_reason(d.text, langs), cfg, stats,
+            docs,
+            "language",
+            lambda d: None if d.image is not None else language_reason(d.text, langs),
+            cfg,
+            stats,
             f"data.clean.languages={langs}",
         )
     docs = dedup_docs(docs, cfg, stats, seed)
@@ -72,7 +88,10 @@ def run_data_stage(cfg: DataConfig, out_dir: Path, seed: int, metrics: MetricsLo
     for split, items in by_split.items():
         files = write_shards(items, out_dir, split, cfg.output_format, cfg.shard_docs)
         artifacts[split] = files[0] if len(files) == 1 else f"{split}-*.{cfg.output_format}"
-        split_stats[split] = {"documents": len(items), "characters": sum(len(d.text) for d in items)}
+        split_stats[split] = {
+            "documents": len(items),
+            "characters": sum(len(d.text) for d in items),
+        }
         if not items and split != "train" and getattr(cfg.split, split) > 0:
             stats.warn(f"the {split} split is empty: too few documents for data.split.{split}")
 
@@ -91,7 +110,11 @@ def run_data_stage(cfg: DataConfig, out_dir: Path, seed: int, metrics: MetricsLo
     artifacts["stats"] = "stats.json"
 
     pii = next(x for x in stats.steps if x.step == "pii").detail
-    removed = {x.step: x.docs_in - x.docs_out for x in stats.steps if x.step not in ("load", "normalize", "pii")}
+    removed = {
+        x.step: x.docs_in - x.docs_out
+        for x in stats.steps
+        if x.step not in ("load", "normalize", "pii")
+    }
     result = {
         "documents_in": report["documents_in"],
         "documents_out": report["documents_out"],

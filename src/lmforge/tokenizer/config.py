@@ -18,24 +18,48 @@ DEFAULT_SPECIALS: dict[str, dict[str, str]] = {
     "wordpiece": {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"},
     "unigram": {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>", "mask": "<mask>"},
 }
-DEFAULT_NORMALIZATION: dict[str, Normalization] = {"bpe": "none", "wordpiece": "nfc", "unigram": "nfkc"}
+DEFAULT_NORMALIZATION: dict[str, Normalization] = {
+    "bpe": "none",
+    "wordpiece": "nfc",
+    "unigram": "nfkc",
+}
 BYTE_ALPHABET = 256
 
 
 class TokenizerConfig(StrictModel):
     """Train a subword tokenizer on the data stage's train split (or on text files)."""
 
-    kind: Kind = Field("bpe", description="bpe (byte-level, GPT-2 style), wordpiece (BERT) or unigram (SentencePiece).")
-    vocab_size: PositiveInt = Field(8000, description="Target vocabulary size, special tokens included.")
-    min_frequency: PositiveInt = Field(2, description="Minimum count for a merge/word piece to enter the vocabulary.")
+    kind: Kind = Field(
+        "bpe",
+        description="bpe (byte-level, GPT-2 style), wordpiece (BERT) or unigram (SentencePiece).",
+    )
+    vocab_size: PositiveInt = Field(
+        8000, description="Target vocabulary size, special tokens included."
+    )
+    min_frequency: PositiveInt = Field(
+        2, description="Minimum count for a merge/word piece to enter the vocabulary."
+    )
     normalization: Normalization | None = Field(
-        None, description="Text normalisation; default: none for bpe (exact round trip), nfc for wordpiece, nfkc for unigram."
+        None,
+        description="Text normalisation; default: none for bpe (exact round trip), nfc for wordpiece, nfkc for unigram.",
     )
     special_tokens: dict[Role, str] = Field(
-        default_factory=dict, description="Override or add special tokens by role (pad, unk, bos, eos, mask, cls, sep)."
+        default_factory=dict,
+        description="Override or add special tokens by role (pad, unk, bos, eos, mask, cls, sep).",
     )
-    extra_special_tokens: list[str] = Field(default_factory=list, description="More special tokens to reserve.")
-    model_max_length: PositiveInt = Field(2048, description="Maximum sequence length written to the tokenizer config.")
+    extra_special_tokens: list[str] = Field(
+        default_factory=list, description="More special tokens to reserve."
+    )
+    character_coverage: float = Field(
+        0.9995,
+        gt=0,
+        le=1,
+        description="unigram: share of character occurrences the alphabet must cover; rarer characters "
+        "become <unk> (SentencePiece's default), so large Chinese alphabets fit the vocabulary.",
+    )
+    model_max_length: PositiveInt = Field(
+        2048, description="Maximum sequence length written to the tokenizer config."
+    )
     max_docs: PositiveInt | None = Field(None, description="Train on at most this many documents.")
     files: list[ExistingPath] | None = Field(
         None, description="Train on these text files instead of the data stage's output."
@@ -48,7 +72,8 @@ class TokenizerConfig(StrictModel):
         if self.vocab_size <= floor:
             raise ValueError(
                 f"vocab_size ({self.vocab_size}) must exceed {floor} for {self.kind} "
-                f"({specials} special tokens" + (" + 256 byte symbols)" if self.kind == "bpe" else ")")
+                f"({specials} special tokens"
+                + (" + 256 byte symbols)" if self.kind == "bpe" else ")")
             )
         return self
 

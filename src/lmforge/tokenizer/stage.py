@@ -18,7 +18,11 @@ def _read_files(files: list[Path]) -> list[str]:
     for path in files:
         paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for p in paths:
-            texts.extend(line for line in p.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
+            texts.extend(
+                line
+                for line in p.read_text(encoding="utf-8", errors="replace").splitlines()
+                if line.strip()
+            )
     return texts
 
 
@@ -38,9 +42,13 @@ def training_texts(cfg: TokenizerConfig, data_dir: Path | None) -> tuple[list[st
     if cfg.max_docs:
         train = train[: cfg.max_docs]
     if not train:
-        raise DataError("the tokenizer's training corpus is empty (no non-empty text in the train split)")
+        raise DataError(
+            "the tokenizer's training corpus is empty (no non-empty text in the train split)"
+        )
     if not val:
-        logger.warning("no validation text for the tokenizer metrics; measuring on the training text")
+        logger.warning(
+            "no validation text for the tokenizer metrics; measuring on the training text"
+        )
         val = train
     return train, val
 
@@ -56,7 +64,9 @@ def run_tokenizer_stage(
         logger.warning(
             "the %s vocabulary has %d entries, above vocab_size=%d: every character seen in training is "
             "kept so no text maps to the unknown token",
-            cfg.kind, tok.get_vocab_size(), cfg.vocab_size,
+            cfg.kind,
+            tok.get_vocab_size(),
+            cfg.vocab_size,
         )
     save_tokenizer(to_transformers(tok, cfg), out_dir)
     result = {

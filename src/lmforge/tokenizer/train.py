@@ -7,6 +7,7 @@ format, so ``AutoTokenizer.from_pretrained(dir)`` loads it without lmforge insta
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
 BATCH = 1000
 # A "word" for tokens-per-word: a run of non-space non-CJK characters, or one CJK character
 # (Chinese has no spaces; one character is the closest unit without a word segmenter).
-_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\s\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_WORD = re.compile(
+    r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\s\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+"
+)
 
 
 def _normalizer(cfg: TokenizerConfig):
@@ -37,7 +40,11 @@ def _normalizer(cfg: TokenizerConfig):
     if cfg.kind == "wordpiece":
         # BertNormalizer puts spaces around CJK characters so each becomes its own word,
         # the scheme of BERT's Chinese models; lowercasing is left to the option above.
-        steps.append(normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=False, strip_accents=False))
+        steps.append(
+            normalizers.BertNormalizer(
+                clean_text=True, handle_chinese_chars=True, lowercase=False, strip_accents=False
+            )
+        )
     if not steps:
         return None
     return steps[0] if len(steps) == 1 else normalizers.Sequence(steps)
@@ -97,8 +104,34 @@ def _batches(texts: Iterable[str]) -> Iterator[list[str]]:
         yield batch
 
 
+def drop_rare_characters(texts: list[str], coverage: float, max_chars: int) -> list[str]:
+    """Remove the rarest characters until the rest cover ``coverage`` of all occurrences and
+    number at most ``max_chars``.
+
+    Hugging Face's Unigram trainer insists on holding every character of its corpus, which a
+    Chinese corpus (thousands of distinct characters) cannot fit in a small vocabulary;
+    SentencePiece solves this with ``character_coverage``, done here as a pre-filter.
+    """
+    if coverage >= 1:
+        return texts
+    counts = Counter(c for t in texts for c in t)
+    total, covered, keep = sum(counts.values()), 0, set()
+    for char, n in counts.most_common():
+        if covered >= coverage * total or len(keep) >= max_chars:
+            break
+        keep.add(char)
+        covered += n
+    if len(keep) == len(counts):
+        return texts
+    return ["".join(c for c in t if c in keep) for t in texts]
+
+
 def train_tokenizer(cfg: TokenizerConfig, texts: list[str]) -> Tokenizer:
     tok, trainer = build_tokenizer(cfg)
+    if cfg.kind == "unigram":
+        # leave at least 10% of the vocabulary for multi-character pieces
+        room = cfg.vocab_size - len(set(cfg.resolved_specials().values()))
+        texts = drop_rare_characters(texts, cfg.character_coverage, max(1, int(0.9 * room)))
     try:
         tok.train_from_iterator(_batches(texts), trainer=trainer, length=len(texts))
     except Exception as e:

@@ -1,0 +1,247 @@
+"""The ``lmforge`` command line: one table of commands, each a typed function.
+
+Errors a user can act on (``LmforgeError``) print as one paragraph and exit 1; anything else
+is an internal error, also without a traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lmforge.core.errors import LmforgeError
+
+app = typer.Typer(
+    name="lmforge",
+    help="The whole large-model lifecycle from one YAML recipe: data, tokenizer, and more.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+recipes_app = typer.Typer(help="Built-in recipes: list them, or print one to copy and edit.")
+app.add_typer(recipes_app, name="recipes")
+
+RecipeArg = Annotated[
+    str, typer.Argument(help="A recipe YAML file or the name of a built-in recipe.")
+]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", help="Run directory (default: runs/<name>-<timestamp>).")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a recipe key: --set data.dedup.threshold=0.9 (see `lmforge schema`).",
+    ),
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Redo stages even if their inputs are unchanged.")
+]
+
+
+def _echo(text: str = "") -> None:
+    typer.echo(text)
+
+
+def _load(recipe: str, overrides: list[str] | None):
+    from lmforge.recipe import load_recipe
+
+    return load_recipe(recipe, overrides or [])
+
+
+def _print_outcome(outcome) -> None:
+    stages = outcome.summary["stages"]
+    _echo(f"run directory: {outcome.root}")
+    for name, entry in stages.items():
+        note = " (unchanged, reused)" if entry.get("cached") else ""
+        keys = list(entry["metrics"])[:6]
+        shown = ", ".join(f"{k}={_fmt(entry['metrics'][k])}" for k in keys)
+        _echo(f"  {name:<10} {entry['status']:<8} {entry['seconds']:>8.1f} s{note}  {shown}")
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _run(
+    recipe: str, out: Path | None, overrides: list[str] | None, only, resume: bool, force: bool
+) -> None:
+    from lmforge.runner import run_recipe
+
+    r = _load(recipe, overrides)
+    _print_outcome(run_recipe(r, out=out, only=only, resume=resume, force=force))
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks and debug logs.")
+    ] = False,
+) -> None:
+    """lmforge: raw text to a model you can ship, from one recipe."""
+
+
+@app.command()
+def run(
+    recipe: Annotated[
+        str, typer.Argument(help="Recipe file or built-in recipe name.")
+    ] = "quickstart",
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    only: Annotated[
+        str | None,
+        typer.Option("--only", help="Comma-separated stages to run, e.g. data,tokenizer."),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the latest run of this recipe (or --out DIR)."),
+    ] = False,
+    force: ForceOpt = False,
+) -> None:
+    """Run a recipe's stages in order; unchanged stages of an existing run directory are reused."""
+    _run(recipe, out, set_, only, resume, force)
+
+
+@app.command()
+def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Check a recipe without running anything: exit 0 when valid, else name the bad field."""
+    r = _load(recipe, set_)
+    _echo(f"{recipe}: valid (stages: {', '.join(r.stages()) or 'none'})")
+
+
+@app.command()
+def data(
+    recipe: RecipeArg = "quickstart",
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Run only the data stage: load, clean, scrub PII, deduplicate, split."""
+    _run(recipe, out, set_, "data", False, force)
+
+
+@app.command()
+def tokenizer(
+    recipe: RecipeArg = "quickstart",
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Train the recipe's tokenizer (running the data stage first if it is not done)."""
+    from lmforge.recipe import load_recipe
+
+    r = load_recipe(recipe, set_ or [])
+    only = ["data", "tokenizer"] if r.data is not None else ["tokenizer"]
+    from lmforge.runner import run_recipe
+
+    _print_outcome(run_recipe(r, out=out, only=only, force=force))
+
+
+@app.command()
+def datasets() -> None:
+    """Built-in datasets with size, language, task, licence and source."""
+    from lmforge.data.builtin import DATASETS
+
+    for name in DATASETS.names():
+        d = DATASETS.get(name)
+        _echo(
+            f"{name}\n  {d.description}\n  size: {d.size} | language: {d.language} | task: {d.task}"
+        )
+        _echo(f"  licence: {d.licence}\n  source: {d.source}")
+
+
+@app.command()
+def schema(
+    section: Annotated[
+        str | None, typer.Argument(help="Only keys under this prefix, e.g. data.dedup.")
+    ] = None,
+) -> None:
+    """Every recipe key with its type, default and description (the keys --set takes)."""
+    from lmforge.core.schema import describe_fields
+    from lmforge.recipe import Recipe
+
+    rows = [r for r in describe_fields(Recipe) if section is None or r[0].startswith(section)]
+    if not rows:
+        raise LmforgeError(
+            f"no recipe keys start with {section!r}; try `lmforge schema` for all of them"
+        )
+    for path, type_name, default, description in rows:
+        default_text = f" = {default}" if default else ""
+        _echo(f"{path}: {type_name}{default_text}\n    {description}")
+
+
+@recipes_app.callback(invoke_without_command=True)
+def recipes_list(ctx: typer.Context) -> None:
+    """List built-in recipes with a one-line description."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from lmforge.recipe import builtin_recipes, recipe_description
+
+    for name, path in builtin_recipes().items():
+        _echo(f"{name:<20} {recipe_description(path)}")
+
+
+@recipes_app.command("show")
+def recipes_show(name: Annotated[str, typer.Argument(help="Built-in recipe name.")]) -> None:
+    """Print a built-in recipe's YAML, to copy and edit."""
+    from lmforge.recipe import builtin_recipes, resolve_recipe_path
+
+    path = builtin_recipes().get(name) or resolve_recipe_path(name)
+    sys.stdout.write(path.read_text(encoding="utf-8"))
+
+
+def _setup_logging(debug: bool) -> None:
+    logger = logging.getLogger("lmforge")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("lmforge %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code (0 success, 1 error, 2 usage)."""
+    import click
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _setup_logging(debug)
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="lmforge", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return 2
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        typer.echo("lmforge: interrupted", err=True)
+        return 130
+    except LmforgeError as e:
+        if debug:
+            raise
+        typer.echo(f"lmforge error: {e}", err=True)
+        return 1
+    except Exception as e:
+        if debug:
+            raise
+        typer.echo(
+            f"lmforge internal error: {type(e).__name__}: {e}\n"
+            "This is a bug in lmforge; rerun with --debug for the traceback and report it.",
+            err=True,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

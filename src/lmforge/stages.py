@@ -1,0 +1,70 @@
+"""The table of stages a run can execute: what each needs, what it hashes, how it runs.
+
+Adding a stage is adding one ``StageSpec`` here and a section to ``lmforge.recipe.Recipe``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmforge.core.hashing import fingerprint_path
+from lmforge.core.metrics import MetricsLogger
+from lmforge.core.rundir import StageResult
+from lmforge.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage may use: the validated recipe, its run directory and the metrics log."""
+
+    recipe: Recipe
+    root: Path
+    metrics: MetricsLogger
+
+    def stage_dir(self, stage: str) -> Path | None:
+        """The completed output directory of an earlier stage, or None if the recipe lacks it."""
+        return self.root / stage if getattr(self.recipe, stage, None) is not None else None
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    needs: tuple[str, ...]  # upstream stages whose outputs this one reads
+    run: Callable[[StageContext, Path], StageResult]  # (context, temporary output dir)
+    inputs: Callable[[Recipe], Any]  # identity of external inputs, for the content hash
+
+
+def _run_data(ctx: StageContext, out: Path) -> StageResult:
+    from lmforge.data.stage import run_data_stage
+
+    assert ctx.recipe.data is not None
+    return run_data_stage(ctx.recipe.data, out, ctx.recipe.seed, ctx.metrics)
+
+
+def _data_inputs(recipe: Recipe) -> Any:
+    assert recipe.data is not None
+    return [fingerprint_path(s.path) if s.path else s.builtin for s in recipe.data.sources]
+
+
+def _run_tokenizer(ctx: StageContext, out: Path) -> StageResult:
+    from lmforge.tokenizer.stage import run_tokenizer_stage
+
+    assert ctx.recipe.tokenizer is not None
+    return run_tokenizer_stage(ctx.recipe.tokenizer, ctx.stage_dir("data"), out, ctx.metrics)
+
+
+def _tokenizer_inputs(recipe: Recipe) -> Any:
+    assert recipe.tokenizer is not None
+    return [fingerprint_path(p) for p in recipe.tokenizer.files or []]
+
+
+STAGE_SPECS: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec("data", (), _run_data, _data_inputs),
+        StageSpec("tokenizer", ("data",), _run_tokenizer, _tokenizer_inputs),
+    )
+}

