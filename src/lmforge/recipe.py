@@ -90,9 +90,9 @@ def resolve_recipe_path(source: str | Path) -> Path:
     if path.suffix in (".yaml", ".yml") or path.parent != Path("."):
         raise RecipeError(f"recipe file not found: {source}")
     close = difflib.get_close_matches(str(source), builtins, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = f" did you mean {close[0]!r}?" if close else ""
     raise RecipeError(
-        f"{source!r} is neither a recipe file nor a built-in recipe.{hint} "
+        f"{source!r} is neither a recipe file nor a built-in recipe;{hint} "
         f"Built-in recipes: {', '.join(builtins)} (see `lmforge recipes`)."
     )
 
