@@ -231,3 +231,19 @@ def test_builtin_recipe_end_to_end_at_tiny_size(tmp_path, capsys, name):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(s["status"] == "done" for s in summary["stages"].values())
     assert summary["stages"]["tokenizer"]["metrics"]["unk_rate"] < 0.01
+
+
+def test_readme_documents_every_command():
+    import re
+
+    import typer
+
+    from lmforge.cli import app
+
+    group = typer.main.get_group(app)
+    commands = {f"lmforge {name}" for name in group.commands if name != "recipes"}
+    commands |= {"lmforge recipes", "lmforge recipes show"}
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    table = set(re.findall(r"^\| `(lmforge [a-z]+(?: show)?)", readme, flags=re.M))
+    table |= set(re.findall(r"`(lmforge recipes show)", readme))
+    assert commands <= table, commands - table

@@ -196,10 +196,20 @@ def recipes_show(name: Annotated[str, typer.Argument(help="Built-in recipe name.
     sys.stdout.write(path.read_text(encoding="utf-8"))
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is now (it changes under pytest's capture)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
 def _setup_logging(debug: bool) -> None:
     logger = logging.getLogger("lmforge")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("lmforge %(levelname)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -208,8 +218,6 @@ def _setup_logging(debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code (0 success, 1 error, 2 usage)."""
-    import click
-
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -217,15 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(debug)
     command = typer.main.get_command(app)
     try:
-        command.main(args=args, prog_name="lmforge", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        typer.echo("lmforge: interrupted", err=True)
-        return 130
+        # standalone mode: click itself reports usage errors (exit 2) and Ctrl-C, and always
+        # ends in SystemExit; lmforge's own exceptions pass through to be shown below
+        command.main(args=args, prog_name="lmforge", standalone_mode=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except LmforgeError as e:
         if debug:
             raise

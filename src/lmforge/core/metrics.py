@@ -20,6 +20,7 @@ class MetricsLogger:
         self.enabled = enabled
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
 
     def log(self, stage: str, name: str, value: Any, step: int | None = None) -> None:
         if not self.enabled:

@@ -94,6 +94,13 @@ def rewrite_texts(docs: list[Document], cfg: DataConfig, stats: PipelineStats) -
     return docs
 
 
+def rule_of(reason: str) -> str:
+    """The rule behind a removal reason, for counting: ``"dup_line_frac 0.45 > 0.3"`` ->
+    ``"dup_line_frac"``; reasons without a per-document value are their own rule."""
+    head = reason.split(" ", 1)[0]
+    return head if "_" in head else reason
+
+
 def filter_docs(
     docs: list[Document],
     step: str,
@@ -113,7 +120,7 @@ def filter_docs(
             if reason is None:
                 kept.append(doc)
                 continue
-            reasons[reason] += 1
+            reasons[rule_of(reason)] += 1
             if len(s.removed_examples) < cfg.examples_per_filter:
                 s.removed_examples.append(_example(doc, reason))
     s.detail = {"removed_by_rule": dict(reasons)}

@@ -1,12 +1,19 @@
-"""Reading a recipe's data sources: local files (txt, jsonl, csv/tsv, parquet) or built-ins."""
+"""Reading a recipe's data sources: built-ins, or local .txt/.jsonl/.csv/.tsv/.parquet files.
+
+Every document gets ``meta["source"]`` (file path relative to the source directory) and,
+for records, ``meta["id"]`` (its 0-based index in the file); error messages use 1-based
+line numbers, as editors do.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
-import sys
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +29,39 @@ FORMATS = {
     ".tsv": "csv",
     ".parquet": "parquet",
 }
+_SUPPORTED = ", ".join(FORMATS)
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 
 @dataclass
 class LoadStats:
+    """What loading one source found; saved per source in the data stage's stats.json."""
+
     files: int = 0
     documents: int = 0
-    undecodable_bytes: int = 0
+    undecodable_bytes: int = 0  # replaced with U+FFFD, counted rather than fatal
     undecodable_files: list[str] = field(default_factory=list)
 
 
-def read_text(path: Path, encoding: str, stats: LoadStats) -> str:
+def read_text(path: Path, encoding: str, stats: LoadStats, name: str | None = None) -> str:
     """Decode a file; undecodable bytes become U+FFFD and are counted, never fatal."""
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror}") from None
     try:
-        return raw.decode(encoding)
+        text = raw.decode(encoding)
+    except LookupError:
+        raise DataError(
+            f"unknown encoding {encoding!r} for {path}; set encoding in the source"
+        ) from None
     except UnicodeDecodeError:
         text = raw.decode(encoding, errors="replace")
+        # count only the replacement characters decoding introduced, not ones in the file
         bad = text.count("\ufffd") - raw.decode(encoding, errors="ignore").count("\ufffd")
         stats.undecodable_bytes += max(bad, 1)
-        stats.undecodable_files.append(str(path))
-        return text
-    except LookupError:
-        raise DataError(f"unknown encoding {encoding!r} for {path}") from None
+        stats.undecodable_files.append(name or str(path))
+    return text.removeprefix("\ufeff")  # a BOM would otherwise glue onto the first column name
 
 
 def _format_of(path: Path, cfg: SourceConfig) -> str:
@@ -56,87 +70,110 @@ def _format_of(path: Path, cfg: SourceConfig) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(
-            f"cannot tell the format of {path} from its extension; use one of "
-            f"{', '.join(sorted(FORMATS))} or set format in the source"
+            f"cannot tell the format of {path} from its extension; supported: {_SUPPORTED} "
+            "(or set format in the source)"
         )
     return fmt
 
 
-def _files(cfg: SourceConfig) -> list[Path]:
-    assert cfg.path is not None
-    if cfg.path.is_file():
-        return [cfg.path]
-    files = sorted(p for p in cfg.path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    if cfg.format == "auto":
-        files = [p for p in files if p.suffix.lower() in FORMATS]
-    else:
-        exts = {ext for ext, fmt in FORMATS.items() if fmt == cfg.format}
-        files = [p for p in files if p.suffix.lower() in exts]
+def _files(path: Path, fmt: str) -> list[Path]:
+    """``path`` itself, or the matching files under it, recursively and sorted."""
+    if path.is_file():
+        return [path]
+    exts = {ext for ext, f in FORMATS.items() if fmt in ("auto", f)}
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.suffix.lower() in exts
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)  # .git, caches
+    )
     if not files:
-        raise DataError(
-            f"{cfg.path} holds no {cfg.format if cfg.format != 'auto' else 'supported'} files"
-        )
+        wanted = _SUPPORTED if fmt == "auto" else ", ".join(sorted(exts))
+        raise DataError(f"{path} holds no data files (looked for {wanted}, recursively)")
     return files
 
 
 def _label(value: Any) -> str | list[str] | None:
     if value is None:
         return None
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple):  # multi-label
         return [str(v) for v in value]
     return str(value)
 
 
-def _record(row: dict[str, Any], cfg: SourceConfig, where: str, meta: dict[str, str]) -> Document:
+def _check_columns(columns: list[str], cfg: SourceConfig, where: str) -> None:
     for column in (cfg.text_column, cfg.label_column):
-        if column is not None and column not in row:
+        if column is not None and column not in columns:
             raise DataError(
-                f"{where} has no column '{column}'; its columns are: {', '.join(map(str, row))} "
+                f"{where} has no column '{column}'; its columns are: {', '.join(map(str, columns))} "
                 "(set text_column / label_column in the source)"
             )
+
+
+def _record(row: dict[str, Any], cfg: SourceConfig, name: str, i: int) -> Document:
     text = row[cfg.text_column]
     label = _label(row[cfg.label_column]) if cfg.label_column else None
-    return Document("" if text is None else str(text), label=label, meta=meta)
+    # empty texts are kept: the length filter removes them and reports how many
+    return Document(
+        "" if text is None else str(text), label=label, meta={"source": name, "id": str(i)}
+    )
 
 
 def _txt(path: Path, cfg: SourceConfig, stats: LoadStats, name: str) -> Iterator[Document]:
-    text = read_text(path, cfg.encoding, stats)
+    text = read_text(path, cfg.encoding, stats, name)
     if cfg.txt_unit == "file":
         yield Document(text, meta={"source": name})
         return
-    if cfg.txt_unit == "line":
-        parts = text.splitlines()
-    else:
-        parts = [p for p in text.replace("\r\n", "\n").split("\n\n")]
+    text = text.replace("\r\n", "\n")
+    parts = text.split("\n") if cfg.txt_unit == "line" else _BLANK_LINE.split(text)
     for i, part in enumerate(parts):
-        if part.strip():
+        if part.strip():  # blank lines separate documents; they are not documents
             yield Document(part.strip(), meta={"source": name, "id": str(i)})
 
 
-def _jsonl(path: Path, cfg: SourceConfig, stats: LoadStats, name: str) -> Iterator[Document]:
-    for i, line in enumerate(read_text(path, cfg.encoding, stats).splitlines(), start=1):
-        if not line.strip():
-            continue
+def _json_rows(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) per non-blank line, or per item of a ``.json`` array."""
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
-            row = json.loads(line)
+            yield from enumerate(json.loads(text), start=1)
         except json.JSONDecodeError as e:
-            raise DataError(
-                f"{path}:{i} is not valid JSON ({e.msg}); each line must be one JSON object"
-            ) from None
+            raise DataError(f"{path}:{e.lineno} is not valid JSON ({e.msg})") from None
+        return
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"{path}:{n} is not valid JSON ({e.msg}); each line must be one JSON object"
+                ) from None
+
+
+def _jsonl(path: Path, cfg: SourceConfig, stats: LoadStats, name: str) -> Iterator[Document]:
+    text = read_text(path, cfg.encoding, stats, name)
+    for i, (n, row) in enumerate(_json_rows(path, text)):
         if not isinstance(row, dict):
-            raise DataError(f"{path}:{i} is a JSON {type(row).__name__}, expected an object")
-        yield _record(row, cfg, f"{path}:{i}", {"source": name, "id": str(i)})
+            raise DataError(f"{path}:{n} is a JSON {type(row).__name__}, expected an object")
+        _check_columns(list(row), cfg, f"{path}:{n}")
+        yield _record(row, cfg, name, i)
 
 
 def _csv(path: Path, cfg: SourceConfig, stats: LoadStats, name: str) -> Iterator[Document]:
-    csv.field_size_limit(sys.maxsize)
-    text = read_text(path, cfg.encoding, stats)
+    # long articles exceed the default 128 KiB field limit; 2**31 - 1 fits a C long everywhere
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    text = read_text(path, cfg.encoding, stats, name)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
-    if reader.fieldnames is None:
+    # newline="" keeps line breaks inside quoted fields
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    if reader.fieldnames is None:  # an empty file
         return
-    for i, row in enumerate(reader, start=1):
-        yield _record(row, cfg, str(path), {"source": name, "id": str(i)})
+    _check_columns(list(reader.fieldnames), cfg, str(path))
+    try:
+        for i, row in enumerate(reader):
+            yield _record(row, cfg, name, i)
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num} is not valid CSV ({e})") from None
 
 
 def _parquet(path: Path, cfg: SourceConfig, stats: LoadStats, name: str) -> Iterator[Document]:
@@ -144,39 +181,40 @@ def _parquet(path: Path, cfg: SourceConfig, stats: LoadStats, name: str) -> Iter
 
     try:
         table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises several types for corrupt files
+    except Exception as e:  # pyarrow raises OSError, ArrowInvalid, ... for unreadable files
         raise DataError(f"cannot read {path} as Parquet: {e}") from None
+    _check_columns(table.column_names, cfg, str(path))
     wanted = [c for c in (cfg.text_column, cfg.label_column) if c]
-    missing = [c for c in wanted if c not in table.column_names]
-    if missing:
-        raise DataError(
-            f"{path} has no column '{missing[0]}'; its columns are: {', '.join(table.column_names)} "
-            "(set text_column / label_column in the source)"
-        )
     for i, row in enumerate(table.select(wanted).to_pylist()):
-        yield _record(row, cfg, str(path), {"source": name, "id": str(i)})
+        yield _record(row, cfg, name, i)
 
 
 READERS = {"txt": _txt, "jsonl": _jsonl, "csv": _csv, "parquet": _parquet}
 
 
 def load_source(cfg: SourceConfig, stats: LoadStats) -> list[Document]:
-    """All documents of one source (at most ``cfg.limit``), counting files and bad bytes."""
+    """All documents of one source, at most ``cfg.limit``, counting files and bad bytes.
+
+    Raises:
+        DataError: an unreadable file, unknown extension, bad JSON/CSV or missing column;
+            the message names the file (and line) and what to change.
+    """
     if cfg.builtin is not None:
         from lmforge.data.builtin import load_builtin
 
-        docs = load_builtin(cfg.builtin, cfg.limit)
-        stats.documents = len(docs)
-        return docs
+        builtin = load_builtin(cfg.builtin, cfg.limit)
+        stats.documents = len(builtin)
+        return builtin
+    assert cfg.path is not None  # the config validator requires builtin or path
     docs: list[Document] = []
-    root = cfg.path if cfg.path is not None and cfg.path.is_dir() else None
-    for path in _files(cfg):
+    root = cfg.path if cfg.path.is_dir() else cfg.path.parent
+    for path in _files(cfg.path, cfg.format):
+        if cfg.limit is not None and len(docs) >= cfg.limit:
+            break
         stats.files += 1
-        name = str(path.relative_to(root)) if root else path.name
-        for doc in READERS[_format_of(path, cfg)](path, cfg, stats, name):
-            docs.append(doc)
-            if cfg.limit is not None and len(docs) >= cfg.limit:
-                stats.documents = len(docs)
-                return docs
+        name = path.relative_to(root).as_posix()
+        reader = READERS[_format_of(path, cfg)]
+        room = None if cfg.limit is None else cfg.limit - len(docs)
+        docs.extend(islice(reader(path, cfg, stats, name), room))
     stats.documents = len(docs)
     return docs
