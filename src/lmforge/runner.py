@@ -9,6 +9,8 @@ completed one on disk is skipped unless ``force``.
 from __future__ import annotations
 
 import difflib
+import json
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import __version__
-from lmforge.core.atomic import atomic_dir
-from lmforge.core.errors import RecipeError
+from lmforge.core.atomic import atomic_dir, replace_dir, write_json_atomic
+from lmforge.core.distributed import barrier, broadcast_object, init_distributed
+from lmforge.core.errors import LmforgeError, RecipeError
 from lmforge.core.hashing import hash_json
 from lmforge.core.log import logger
 from lmforge.core.rundir import RunDir, StageResult, write_stage_state
@@ -95,6 +98,59 @@ def stage_hash(recipe: Recipe, stage: str, upstream: dict[str, str]) -> str:
     )
 
 
+def _config_diff(old: Any, new: Any, path: str = "") -> list[str]:
+    """Key paths whose values differ between two JSON-like configs: ``pretrain.lr: 0.001 -> 0.002``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _config_diff(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
+def prepare_partial(run: RunDir, recipe: Recipe, stage: str, h: str, resume: bool) -> Path:
+    """The stable work dir of a resumable stage: kept for ``--resume``, else started afresh."""
+    work = run.root / f".{stage}.partial"
+    marker = work / "_inputs.json"
+    config = {stage: getattr(recipe, stage).model_dump(mode="json"), "seed": recipe.seed}
+    if work.exists() and resume and marker.exists():
+        saved = json.loads(marker.read_text(encoding="utf-8"))
+        if saved.get("hash") == h:
+            logger.info("%s: resuming the interrupted stage in %s", stage, work)
+            return work
+        changes = _config_diff(saved.get("config"), config) or ["an upstream stage's output"]
+        raise RecipeError(
+            f"cannot --resume stage '{stage}': what it is made from changed since the interrupted "
+            f"run ({'; '.join(changes)}). Restore the recipe, or run without --resume to start "
+            "the stage over."
+        )
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    write_json_atomic(marker, {"hash": h, "config": config})
+    return work
+
+
+def _run_stage(ctx: StageContext, run: RunDir, stage: str, h: str) -> StageResult:
+    spec = STAGE_SPECS[stage]
+    final = run.stage_dir(stage)
+    if not spec.resumable:  # rank 0 only; a throwaway temp dir renamed into place
+        with atomic_dir(final) as tmp:
+            result = spec.run(ctx, tmp)
+            write_stage_state(tmp, h, result)
+        return result
+    if ctx.dist.is_main:
+        prepare_partial(run, ctx.recipe, stage, h, ctx.resume)
+    barrier()
+    work = run.root / f".{stage}.partial"
+    result = spec.run(ctx, work)
+    if ctx.dist.is_main:
+        write_stage_state(work, h, result)
+        replace_dir(work, final)
+    barrier()
+    return result
+
+
 def run_recipe(
     recipe: Recipe,
     out: Path | None = None,
@@ -102,15 +158,21 @@ def run_recipe(
     resume: bool = False,
     force: bool = False,
 ) -> RunOutcome:
-    """Execute the recipe; raises the failing stage's error after recording it in summary.json."""
+    """Execute the recipe; raises the failing stage's error after recording it in summary.json.
+
+    Under torchrun, every process calls this: rank 0 owns the run directory and runs the
+    single-process stages while the others wait; resumable stages run on all ranks.
+    """
     selected = parse_only(only, recipe) or recipe.stages()
     if not selected:
         raise RecipeError(f"recipe '{recipe.name}' configures no stage; add e.g. a data section")
-    root = resolve_run_dir(recipe, out, resume)
-    run = RunDir(root, recipe.name)
-    run.write_recipe(resolved_yaml(recipe))
-    ctx = StageContext(recipe, run.root, run.metrics)
-    logger.info("run directory: %s", run.root)
+    info = init_distributed()
+    root = Path(broadcast_object(str(resolve_run_dir(recipe, out, resume))))
+    run = RunDir(root, recipe.name, writer=info.is_main)
+    if info.is_main:
+        run.write_recipe(resolved_yaml(recipe))
+        logger.info("run directory: %s", run.root)
+    barrier()
 
     hashes: dict[str, str] = {}
     ran: list[str] = []
@@ -122,29 +184,39 @@ def run_recipe(
         if stage not in selected:
             # downstream stages read what is on disk, so they depend on its hash
             hashes[stage] = state["hash"] if state and "hash" in state else h
-            if stage not in run.load_summary()["stages"]:
+            if info.is_main and stage not in run.load_summary()["stages"]:
                 run.record_stage(stage, "skipped", 0.0)
             continue
         if state is not None and state.get("hash") == h and not force:
             logger.info("%s: unchanged since the last run, skipped (use --force to redo)", stage)
-            result = StageResult(state.get("metrics", {}), state.get("artifacts", {}))
-            previous = run.load_summary()["stages"].get(stage, {})
-            run.record_stage(stage, "done", previous.get("seconds", 0.0), result, cached=True)
+            if info.is_main:
+                result = StageResult(state.get("metrics", {}), state.get("artifacts", {}))
+                previous = run.load_summary()["stages"].get(stage, {})
+                run.record_stage(stage, "done", previous.get("seconds", 0.0), result, cached=True)
             cached.append(stage)
             continue
         seed_everything(recipe.seed)
         logger.info("%s: running", stage)
+        ctx = StageContext(recipe, run.root, run.metrics, info, resume, h)
         t0 = time.perf_counter()
+        error: str | None = None
         try:
-            with atomic_dir(run.stage_dir(stage)) as tmp:
-                result = STAGE_SPECS[stage].run(ctx, tmp)
-                write_stage_state(tmp, h, result)
+            if info.is_main or STAGE_SPECS[stage].resumable:
+                result = _run_stage(ctx, run, stage, h)
         except BaseException as e:
             error = str(e) or type(e).__name__
-            run.record_stage(stage, "failed", time.perf_counter() - t0, error=error)
+            if info.is_main:
+                run.record_stage(stage, "failed", time.perf_counter() - t0, error=error)
             raise
+        finally:
+            if not STAGE_SPECS[stage].resumable:
+                # the other ranks wait for rank 0 and learn whether it succeeded
+                error = broadcast_object(error)
+        if error is not None:
+            raise LmforgeError(f"stage '{stage}' failed on rank 0: {error}")
         seconds = time.perf_counter() - t0
-        run.record_stage(stage, "done", seconds, result)
+        if info.is_main:
+            run.record_stage(stage, "done", seconds, result)
         logger.info("%s: done in %.1f s", stage, seconds)
         ran.append(stage)
     return RunOutcome(run.root, run.load_summary(), ran, cached)

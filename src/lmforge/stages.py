@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmforge.core.distributed import DistInfo
 from lmforge.core.hashing import fingerprint_path
 from lmforge.core.metrics import MetricsLogger
 from lmforge.core.rundir import StageResult
@@ -22,7 +23,10 @@ class StageContext:
 
     recipe: Recipe
     root: Path
-    metrics: MetricsLogger
+    metrics: MetricsLogger  # disabled on ranks other than 0
+    dist: DistInfo = DistInfo()
+    resume: bool = False  # continue from the stage's own checkpoints, if it keeps any
+    input_hash: str = ""  # identity of everything the stage is made from
 
     def stage_dir(self, stage: str) -> Path | None:
         """The completed output directory of an earlier stage, or None if the recipe lacks it."""
@@ -35,6 +39,9 @@ class StageSpec:
     needs: tuple[str, ...]  # upstream stages whose outputs this one reads
     run: Callable[[StageContext, Path], StageResult]  # (context, temporary output dir)
     inputs: Callable[[Recipe], Any]  # identity of external inputs, for the content hash
+    # resumable stages work in a stable ``.<stage>.partial`` dir kept after a crash, and
+    # run on every torchrun process; the others run on rank 0 in a throwaway temp dir
+    resumable: bool = False
 
 
 def _run_data(ctx: StageContext, out: Path) -> StageResult:

@@ -13,10 +13,11 @@ def progress_enabled() -> bool:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``; shows a bar with rate and ETA on a terminal, nothing otherwise."""
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """Yield ``advance(n=1, info=None)``; shows a bar with rate, ETA and the latest ``info``
+    (e.g. loss and tokens/s) on a terminal, nothing otherwise."""
     if not progress_enabled():
-        yield lambda n=1: None
+        yield lambda n=1, info=None: None
         return
     from rich.progress import (
         BarColumn,
@@ -33,7 +34,15 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
     )
     with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+        task = progress.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, info: str | None = None) -> None:
+            if info is None:
+                progress.advance(task, n)
+            else:
+                progress.update(task, advance=n, info=info)
+
+        yield advance

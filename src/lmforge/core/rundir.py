@@ -32,11 +32,13 @@ class StageResult:
 
 
 class RunDir:
-    def __init__(self, root: str | Path, name: str) -> None:
+    def __init__(self, root: str | Path, name: str, writer: bool = True) -> None:
+        """``writer=False`` for processes other than rank 0: they read, never write."""
         self.root = Path(root)
         self.name = name
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.metrics = MetricsLogger(self.root / "metrics.jsonl")
+        if writer:
+            self.root.mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsLogger(self.root / "metrics.jsonl", enabled=writer)
 
     @property
     def summary_path(self) -> Path:
