@@ -10,7 +10,23 @@ import yaml
 
 from lmforge.cli import main
 
-TINY = ["--set", "data.sources.0.limit=150", "--set", "tokenizer.vocab_size=600"]
+# quickstart at tiny size: 150 articles, a small vocabulary, a 1-layer model for 4 steps
+TINY_PRETRAIN = [
+    "pretrain.max_steps=4",
+    "pretrain.warmup_steps=1",
+    "pretrain.eval_every=2",
+    "pretrain.eval_batches=1",
+    "pretrain.checkpoint_every=4",
+    "pretrain.batch_size=4",
+    "pretrain.model.layers=1",
+    "pretrain.model.hidden=32",
+    "pretrain.model.heads=2",
+]
+TINY = [
+    arg
+    for kv in ["data.sources.0.limit=150", "tokenizer.vocab_size=600", *TINY_PRETRAIN]
+    for arg in ("--set", kv)
+]
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -155,7 +171,7 @@ def test_failing_stage_is_recorded_and_leaves_no_half_written_dir(tmp_path, caps
 def test_only_rejects_unknown_or_unconfigured_stage(capsys):
     code, _, err = run_cli(capsys, "run", "quickstart", "--only", "tokeniser")
     assert code == 1 and "did you mean 'tokenizer'" in err
-    code, _, err = run_cli(capsys, "run", "quickstart", "--only", "pretrain")
+    code, _, err = run_cli(capsys, "run", "quickstart", "--only", "finetune")
     assert code == 1 and "not available" in err
 
 
@@ -171,7 +187,7 @@ def test_resume_picks_latest_run_of_the_recipe(tmp_path, monkeypatch, capsys):
         "run",
         "quickstart",
         "--resume",
-        *TINY[:2],
+        *TINY,
         "--set",
         "data.sources.0.limit=60",
         "--set",
@@ -207,7 +223,12 @@ def test_debug_shows_traceback_and_console_script_exit_codes(tmp_path):
 
 # one tiny end-to-end run per built-in recipe: a limit on every source keeps each in seconds
 E2E_OVERRIDES = {
-    "quickstart": ["data.sources.0.limit=300", "tokenizer.vocab_size=1500"],
+    "quickstart": [
+        "data.sources.0.limit=300",
+        "tokenizer.vocab_size=1500",
+        *TINY_PRETRAIN,
+        "pretrain.max_steps=20",
+    ],
     "tokenizer-zh": [
         "data.sources.0.limit=300",
         "data.sources.1.limit=300",

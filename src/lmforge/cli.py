@@ -144,6 +144,65 @@ def tokenizer(
 
 
 @app.command()
+def pretrain(
+    recipe: RecipeArg = "quickstart",
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last checkpoint.")
+    ] = False,
+    force: ForceOpt = False,
+) -> None:
+    """Pretrain the recipe's model (running data and tokenizer first if they are not done)."""
+    from lmforge.runner import run_recipe
+
+    r = _load(recipe, set_)
+    if r.pretrain is None:
+        raise LmforgeError(f"recipe '{r.name}' has no pretrain section")
+    only = [s for s in ("data", "tokenizer", "pretrain") if getattr(r, s) is not None]
+    _print_outcome(run_recipe(r, out=out, only=only, resume=resume, force=force))
+
+
+@app.command()
+def generate(
+    model_dir: Annotated[
+        str, typer.Argument(help="A causal LM directory (e.g. RUN/pretrain/model) or smollm2-135m.")
+    ],
+    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = "",
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", min=1, help="Tokens to generate.")
+    ] = 100,
+    temperature: Annotated[
+        float, typer.Option("--temperature", min=0.0, help="0 for greedy decoding.")
+    ] = 0.8,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="Sample from the k most likely tokens.")
+    ] = 50,
+    top_p: Annotated[
+        float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    chat: Annotated[
+        bool, typer.Option("--chat", help="Wrap the prompt in the model's chat template.")
+    ] = False,
+) -> None:
+    """Sample a continuation from a causal language model."""
+    from lmforge.models.generate import generate_text
+
+    text = generate_text(
+        model_dir,
+        prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        chat=chat,
+    )
+    _echo(prompt + text)
+
+
+@app.command()
 def datasets() -> None:
     """Built-in datasets with size, language, task, licence and source."""
     from lmforge.data.builtin import DATASETS
@@ -213,7 +272,6 @@ def _setup_logging(debug: bool) -> None:
         handler.setFormatter(logging.Formatter("lmforge %(levelname)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
-    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _setup_logging(debug)
+    if not debug:  # transformers' per-load progress bars and advice drown lmforge's own output
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     command = typer.main.get_command(app)
     try:
         # standalone mode: click itself reports usage errors (exit 2) and Ctrl-C, and always

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from lmforge import __version__
 from lmforge.core.errors import RecipeError
 from lmforge.core.schema import StrictModel
 from lmforge.data.config import DataConfig
+from lmforge.pretrain.config import PretrainConfig
 from lmforge.tokenizer.config import TokenizerConfig
 
 # Every stage a recipe may name, in the order a run executes them.
@@ -37,7 +38,7 @@ STAGES = (
     "report",
 )
 # Stages this version implements; the rest are rejected with a clear message.
-AVAILABLE_STAGES = ("data", "tokenizer")
+AVAILABLE_STAGES = ("data", "tokenizer", "pretrain")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
@@ -53,9 +54,25 @@ class Recipe(StrictModel):
         None, description="Load, clean, deduplicate and split a corpus."
     )
     tokenizer: TokenizerConfig | None = Field(None, description="Train a subword tokenizer.")
+    pretrain: PretrainConfig | None = Field(
+        None, description="Self-supervised training of a Transformer (causal or masked LM)."
+    )
     versions: dict[str, str] | None = Field(
         None, description="Written by lmforge into a run's recipe.yaml; ignored on input."
     )
+
+    @model_validator(mode="after")
+    def _pretrain_inputs(self) -> Recipe:
+        if self.pretrain is None:
+            return self
+        if self.data is None:
+            raise ValueError("pretrain: needs a data section to train on")
+        if self.pretrain.model.path is None and self.tokenizer is None:
+            raise ValueError(
+                "pretrain: a model trained from a preset needs the run's tokenizer; add a tokenizer "
+                "section, or continue a model that brings its own (pretrain.model.path)"
+            )
+        return self
 
     def stages(self) -> list[str]:
         """The stages this recipe configures, in run order."""
@@ -188,6 +205,8 @@ def _describe(err: dict[str, Any]) -> str:
         msg = "required field is missing"
     elif kind == "string_pattern_mismatch" and loc == ("name",):
         msg = "use letters, digits, '.', '_' or '-' (it becomes a directory name)"
+    if not loc:  # whole-recipe checks name their fields themselves
+        return msg
     return f"{path}: {msg}"
 
 

@@ -68,10 +68,25 @@ def _tokenizer_inputs(recipe: Recipe) -> Any:
     return [fingerprint_path(p) for p in recipe.tokenizer.files or []]
 
 
+def _run_pretrain(ctx: StageContext, out: Path) -> StageResult:
+    from lmforge.pretrain.stage import run_pretrain_stage
+
+    return run_pretrain_stage(ctx, out)
+
+
+def _pretrain_inputs(recipe: Recipe) -> Any:
+    assert recipe.pretrain is not None
+    path = recipe.pretrain.model.path
+    return fingerprint_path(path) if path is not None and Path(path).is_dir() else path
+
+
 STAGE_SPECS: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
         StageSpec("data", (), _run_data, _data_inputs),
         StageSpec("tokenizer", ("data",), _run_tokenizer, _tokenizer_inputs),
+        StageSpec(
+            "pretrain", ("data", "tokenizer"), _run_pretrain, _pretrain_inputs, resumable=True
+        ),
     )
 }

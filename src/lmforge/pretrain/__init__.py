@@ -1,0 +1,1 @@
+"""Self-supervised pretraining: objectives (clm, mlm, nsp), the training loop, checkpoints."""

@@ -1,0 +1,134 @@
+"""Typed schema of the recipe's ``pretrain`` section."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from lmforge.core.schema import FractionCO, PositiveInt, StrictModel
+
+Objective = Literal["clm", "mlm", "mlm+nsp"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+class ModelSpec(StrictModel):
+    """Which model to train: a named preset from scratch, or a local model to continue."""
+
+    preset: str | None = Field(
+        None,
+        description="Architecture preset trained from scratch (gpt-tiny, gpt-small, llama-tiny, llama-small, bert-tiny, bert-small).",
+    )
+    path: str | None = Field(
+        None,
+        description="Continue pretraining a local Hugging Face model directory, or a built-in model "
+        "(smollm2-135m, minilm-l6).",
+    )
+    layers: PositiveInt | None = Field(None, description="Override the preset's number of layers.")
+    heads: PositiveInt | None = Field(None, description="Override the preset's attention heads.")
+    hidden: PositiveInt | None = Field(None, description="Override the preset's hidden size.")
+    intermediate: PositiveInt | None = Field(None, description="Override the preset's MLP size.")
+    context: PositiveInt | None = Field(None, description="Override the maximum sequence length.")
+    dropout: FractionCO | None = Field(None, description="Override dropout probabilities.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if self.preset is not None and self.path is not None:
+            raise ValueError("give 'preset' (train from scratch) or 'path' (continue), not both")
+        if self.preset is None and self.path is None:
+            self.preset = "gpt-tiny"
+        if self.preset is not None:
+            from lmforge.models import PRESETS
+
+            if self.preset not in PRESETS:
+                raise ValueError(PRESETS.unknown_message(self.preset))
+        else:
+            from lmforge.models import check_model_path
+
+            check_model_path(self.path)
+        if self.path is not None and any(
+            v is not None
+            for v in (self.layers, self.heads, self.hidden, self.intermediate, self.context)
+        ):
+            raise ValueError(
+                "size overrides apply to presets only; a model from 'path' keeps its shape"
+            )
+        if self.hidden is not None and self.heads is not None and self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class PretrainConfig(StrictModel):
+    """Self-supervised training of a Transformer: causal LM or masked LM (+NSP)."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec, description="Model preset or local model.")
+    objective: Objective = Field("clm", description="clm (GPT-style), mlm (BERT-style) or mlm+nsp.")
+    block_size: PositiveInt = Field(128, description="Tokens per training sequence.")
+    batch_size: PositiveInt = Field(16, description="Sequences per micro-batch (per process).")
+    grad_accum: PositiveInt = Field(1, description="Micro-batches per optimizer step.")
+    max_steps: PositiveInt = Field(200, description="Optimizer steps to train.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    min_lr_ratio: FractionCO = Field(
+        0.1, description="Final learning rate as a fraction of the peak (cosine)."
+    )
+    warmup_steps: int = Field(20, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(
+        0.1, ge=0, description="Weight decay (not applied to biases, norms, embeddings' norms)."
+    )
+    beta1: float = Field(0.9, gt=0, lt=1, description="Adam/LAMB beta1.")
+    beta2: float = Field(0.95, gt=0, lt=1, description="Adam/LAMB beta2.")
+    optimizer: Literal["adamw", "lamb"] = Field(
+        "adamw", description="AdamW (fused where available) or LAMB."
+    )
+    grad_clip: float = Field(
+        1.0, ge=0, description="Clip the gradient norm to this value (0: off)."
+    )
+    precision: Precision = Field(
+        "fp32", description="fp32, bf16 (autocast) or fp16 (CUDA, with a grad scaler)."
+    )
+    compile: bool = Field(False, description="torch.compile the model (slow start, faster steps).")
+    eval_every: PositiveInt = Field(50, description="Evaluate on the val split every N steps.")
+    eval_batches: PositiveInt = Field(20, description="Micro-batches per evaluation.")
+    checkpoint_every: PositiveInt = Field(
+        100, description="Save a resumable checkpoint every N steps."
+    )
+    keep_checkpoints: PositiveInt = Field(2, description="Keep the last K checkpoints.")
+    mlm_probability: float = Field(
+        0.15, gt=0, lt=1, description="Share of tokens masked for MLM (80/10/10)."
+    )
+    whole_word_mask: bool = Field(
+        False,
+        description="MLM: mask all pieces of a word together (Chinese words via snownlp's segmenter).",
+    )
+    nsp_probability: float = Field(
+        0.5, gt=0, lt=1, description="mlm+nsp: share of pairs with a random next sentence."
+    )
+    max_nonfinite: PositiveInt = Field(
+        5, description="Stop after this many non-finite losses in a row."
+    )
+    distributed: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="Under torchrun: ddp, fsdp (GPUs), or auto (ddp)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
+    tensorboard: bool = Field(True, description="Also write TensorBoard event files.")
+
+    @model_validator(mode="after")
+    def _objective_fits(self) -> PretrainConfig:
+        from lmforge.models import BUILTIN_MODELS, PRESETS
+
+        wanted = "decoder" if self.objective == "clm" else "encoder"
+        name, kind = self.model.preset, None
+        if name is not None:
+            kind = PRESETS.get(name).kind
+        elif self.model.path in BUILTIN_MODELS:
+            name, kind = self.model.path, BUILTIN_MODELS.get(self.model.path).kind
+        if kind is not None and kind != wanted:
+            article = {"decoder": "a decoder", "encoder": "an encoder"}
+            raise ValueError(
+                f"objective '{self.objective}' needs {article[wanted]}; '{name}' is {article[kind]}"
+            )
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be < max_steps ({self.max_steps})"
+            )
+        return self

@@ -1,0 +1,79 @@
+"""Validation during pretraining: token-weighted loss, perplexity, MLM and NSP accuracy.
+
+The loss is recomputed from the logits as a sum over tokens and divided once at the end, so
+the number does not depend on how the val set is cut into batches or processes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.core.distributed import DistInfo
+from lmforge.pretrain.config import PretrainConfig
+from lmforge.pretrain.sampler import mix_seed
+
+EVAL_STREAM = 2**31 - 1  # keeps eval masks apart from every training step's masks
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    val_batch: Callable[[torch.Tensor, int], dict[str, torch.Tensor]],
+    num_val: int,
+    cfg: PretrainConfig,
+    device: torch.device,
+    dist: DistInfo,
+    seed: int,
+) -> dict[str, float]:
+    per_rank = cfg.batch_size // dist.world_size
+    sums = torch.zeros(
+        5, dtype=torch.float64, device=device
+    )  # loss, tokens, correct, nsp ok, nsp n
+    for b in range(cfg.eval_batches):
+        start = b * cfg.batch_size + dist.rank * per_rank
+        if start >= num_val:
+            break
+        idx = torch.arange(start, min(start + per_rank, num_val))
+        batch = {
+            k: v.to(device)
+            for k, v in val_batch(idx, mix_seed(seed, EVAL_STREAM, b, dist.rank)).items()
+        }
+        out = model(**batch)
+        labels = batch["labels"]
+        if cfg.objective == "clm":
+            logits, labels = out.logits[:, :-1], labels[:, 1:]  # predict the next token
+        else:
+            logits = out.logits if hasattr(out, "logits") else out.prediction_logits
+        logits = logits.float()
+        mask = labels != -100
+        sums[0] += F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)),
+            labels.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        )
+        sums[1] += mask.sum()
+        sums[2] += ((logits.argmax(-1) == labels) & mask).sum()
+        if "next_sentence_label" in batch:
+            sums[3] += (
+                out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]
+            ).sum()
+            sums[4] += batch["next_sentence_label"].numel()
+    if dist.enabled:
+        torch.distributed.all_reduce(sums)
+    loss_sum, tokens, correct, nsp_ok, nsp_n = sums.tolist()
+    if tokens == 0:
+        return {}
+    loss = loss_sum / tokens
+    out_metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+    if cfg.objective != "clm":
+        out_metrics["mlm_accuracy"] = correct / tokens
+    else:
+        out_metrics["token_accuracy"] = correct / tokens
+    if nsp_n:
+        out_metrics["nsp_accuracy"] = nsp_ok / nsp_n
+    return out_metrics

@@ -1,0 +1,253 @@
+"""The pretraining loop. Reads top to bottom like nanoGPT's train.py: set-up, loop (forward,
+backward, step), evaluation, checkpoint.
+
+Exact resume: batches and MLM masks are pure functions of (seed, step, micro-step, rank)
+(``sampler.py``), the learning rate a pure function of the step (``optim.lr_at``), and a
+checkpoint holds weights, optimizer moments and the RNG state, so a run resumed from step
+``s`` makes the same updates as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.core.distributed import DistInfo, barrier
+from lmforge.core.errors import LmforgeError
+from lmforge.core.log import logger
+from lmforge.core.metrics import MetricsLogger
+from lmforge.core.progress import progress_bar
+from lmforge.pretrain.checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from lmforge.pretrain.config import PretrainConfig
+from lmforge.pretrain.evaluate import evaluate
+from lmforge.pretrain.optim import build_optimizer, lr_at
+from lmforge.pretrain.sampler import BatchSampler, mix_seed
+
+# (indices, seed) -> model inputs on CPU; the objective's batch function
+BatchFn = Callable[[torch.Tensor, int], dict[str, torch.Tensor]]
+
+
+@dataclass
+class LoopResult:
+    state: TrainerState
+    final_eval: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)  # per step, across resumes
+    train_seconds: float = 0.0
+    tokens_per_second: float = 0.0
+    resumed_from: int | None = None
+
+
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def wrap_distributed(
+    model: torch.nn.Module, cfg: PretrainConfig, device: torch.device
+) -> torch.nn.Module:
+    """DDP (every rank holds the model, gradients all-reduced) or FSDP2 ``fully_shard``."""
+    if cfg.distributed == "fsdp":
+        if device.type != "cuda":
+            raise LmforgeError("pretrain.distributed: fsdp needs CUDA GPUs; use ddp on CPU")
+        from torch.distributed.fsdp import fully_shard
+
+        for module in model.modules():  # shard each Transformer block, then the rest
+            if type(module).__name__.endswith(("Block", "DecoderLayer", "Layer")):
+                fully_shard(module)
+        return fully_shard(model)
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def train(
+    model: torch.nn.Module,
+    cfg: PretrainConfig,
+    *,
+    train_batch: BatchFn,
+    val_batch: BatchFn,
+    num_train: int,
+    num_val: int,
+    tokens_per_sample: int,
+    work: Path,
+    device: torch.device,
+    dist: DistInfo,
+    seed: int,
+    metrics: MetricsLogger,
+    resume: bool,
+    recipe_hash: str,
+) -> LoopResult:
+    # ---------------------------------------------------------------- set-up
+    if cfg.batch_size % dist.world_size:
+        raise LmforgeError(
+            f"pretrain.batch_size ({cfg.batch_size}) must be divisible by the {dist.world_size} processes"
+        )
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise LmforgeError("pretrain.precision: fp16 needs a CUDA GPU; use bf16 on CPU")
+    model.to(device)
+    raw_model = model
+    optimizer = build_optimizer(raw_model, cfg, device)
+    ckpt_root = work / "checkpoints"
+    state = TrainerState(recipe_hash=recipe_hash)
+    resumed_from = None
+    if resume and (last := latest_checkpoint(ckpt_root)) is not None:
+        state = load_checkpoint(last, raw_model, optimizer, device)
+        if state.recipe_hash and state.recipe_hash != recipe_hash:
+            raise LmforgeError(
+                f"checkpoint {last} was written by a different recipe; run without --resume"
+            )
+        resumed_from = state.step
+        logger.info("pretrain: resumed from %s (step %d)", last.name, state.step)
+    if dist.enabled:
+        model = wrap_distributed(model, cfg, device)
+    if cfg.compile:
+        model = torch.compile(model)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+    amp = autocast_context(cfg.precision, device)
+    sampler = BatchSampler(num_train, cfg.batch_size, cfg.grad_accum, seed)
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * tokens_per_sample
+    writer = _tensorboard(work, cfg) if dist.is_main else None
+    history_path = work / "history.jsonl"
+    history = _restore_history(history_path, state.step) if dist.is_main else []
+    final_eval: dict[str, float] = {}
+
+    def run_eval() -> dict[str, float]:
+        model.eval()
+        with amp:
+            values = evaluate(model, val_batch, num_val, cfg, device, dist, seed)
+        model.train()
+        return values
+
+    # ---------------------------------------------------------------- loop
+    model.train()
+    start_step, t_start = state.step, time.perf_counter()
+    with progress_bar("pretrain", cfg.max_steps) as advance:
+        advance(state.step)
+        while state.step < cfg.max_steps:
+            step = state.step
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(cfg.grad_accum):
+                idx = sampler.indices(step, micro, dist.rank, dist.world_size)
+                batch = {
+                    k: v.to(device, non_blocking=True)
+                    for k, v in train_batch(idx, mix_seed(seed, step, micro, dist.rank)).items()
+                }
+                # DDP: all-reduce gradients only on the last micro-step
+                sync = micro == cfg.grad_accum - 1 or not dist.enabled or cfg.distributed == "fsdp"
+                with contextlib.nullcontext() if sync else model.no_sync(), amp:
+                    loss = model(**batch).loss / cfg.grad_accum
+                scaler.scale(loss).backward()
+                loss_sum += loss.detach()
+            if dist.enabled:
+                torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)
+            loss_value = loss_sum.item()  # one host sync per step: the non-finite check needs it
+            if not math.isfinite(loss_value):
+                optimizer.zero_grad(set_to_none=True)
+                state.nonfinite_streak += 1
+                state.skipped_steps += 1
+                logger.warning("pretrain: non-finite loss at step %d, step skipped", step)
+                if state.nonfinite_streak >= cfg.max_nonfinite:
+                    raise LmforgeError(
+                        f"pretraining diverged: {state.nonfinite_streak} non-finite losses in a row at "
+                        f"step {step}; lower pretrain.lr (now {cfg.lr:g}) or use precision fp32/bf16"
+                    )
+            else:
+                state.nonfinite_streak = 0
+                scaler.unscale_(optimizer)
+                grad_norm = (
+                    torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip).item()
+                    if cfg.grad_clip > 0
+                    else float("nan")
+                )
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.tokens += tokens_per_step
+
+            # ------------------------------------------------------------ logging and eval
+            elapsed = time.perf_counter() - t_start
+            tps = (state.step - start_step) * tokens_per_step / max(elapsed, 1e-9)
+            record: dict[str, Any] = {
+                "step": state.step,
+                "loss": loss_value,
+                "lr": lr,
+                "tokens_per_second": tps,
+            }
+            if math.isfinite(loss_value) and cfg.grad_clip > 0:
+                record["grad_norm"] = grad_norm
+            if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+                final_eval = run_eval()
+                record.update({f"val_{k}": v for k, v in final_eval.items()})
+            history.append(record)
+            if dist.is_main:
+                with history_path.open("a") as f:  # appended per step: survives a crash
+                    f.write(json.dumps(record) + "\n")
+                metrics.log_dict(
+                    "pretrain", {k: v for k, v in record.items() if k != "step"}, step=state.step
+                )
+                if writer is not None:
+                    for k, v in record.items():
+                        if k != "step":
+                            writer.add_scalar(f"pretrain/{k}", v, state.step)
+            advance(1, f"loss {loss_value:.3f}  lr {lr:.2e}  {tps:,.0f} tok/s")
+
+            # ------------------------------------------------------------ checkpoint
+            if state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps:
+                if dist.is_main:
+                    save_checkpoint(ckpt_root, raw_model, optimizer, state, cfg.keep_checkpoints)
+                barrier()
+
+    seconds = time.perf_counter() - t_start
+    if writer is not None:
+        writer.close()
+    if not final_eval:  # resumed after the last step: evaluate the restored model
+        final_eval = run_eval()
+    return LoopResult(
+        state=state,
+        final_eval=final_eval,
+        history=history,
+        train_seconds=seconds,
+        tokens_per_second=(state.step - start_step) * tokens_per_step / max(seconds, 1e-9),
+        resumed_from=resumed_from,
+    )
+
+
+def _restore_history(path: Path, step: int) -> list[dict[str, Any]]:
+    """Per-step records up to ``step`` (the checkpoint resumed from); later ones are redone."""
+    kept = []
+    if step and path.exists():
+        kept = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def _tensorboard(work: Path, cfg: PretrainConfig):  # noqa: ANN202 - SummaryWriter is optional
+    if not cfg.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pragma: no cover - tensorboard is a dependency
+        logger.warning("tensorboard is not installed; metrics go to metrics.jsonl only")
+        return None
+    return SummaryWriter(log_dir=str(work / "tensorboard"))

@@ -1,0 +1,220 @@
+"""Entry point of the pretrain stage: tokenizer + text -> blocks -> model -> train -> save.
+
+Outputs (in the stage directory):
+    model/           config + model.safetensors + tokenizer, loadable with plain transformers
+    checkpoints/     the last ``keep_checkpoints`` resumable checkpoints
+    history.jsonl    one line per step (loss, lr, tokens/s, eval values), across resumes
+    loss.png         training and validation loss curves
+    tensorboard/     TensorBoard event files
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lmforge.core.errors import DataError, LmforgeError
+from lmforge.core.hardware import matmul_peak_flops, select_device
+from lmforge.core.log import logger
+from lmforge.core.rundir import StageResult
+from lmforge.pretrain.config import PretrainConfig
+
+if TYPE_CHECKING:
+    from lmforge.stages import StageContext
+
+HOLDOUT_FRACTION = 0.05
+
+
+def load_tokenizer(cfg: PretrainConfig, ctx: StageContext):  # noqa: ANN201 - transformers type
+    from transformers import AutoTokenizer
+
+    if cfg.model.path is not None:  # a model brings its own tokenizer
+        from lmforge.models import resolve_model_path
+
+        return AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.path))
+    tok_dir = ctx.stage_dir("tokenizer")
+    if tok_dir is None or not (tok_dir / "tokenizer.json").exists():
+        raise LmforgeError(
+            "pretrain needs the tokenizer stage's output; run the tokenizer stage first"
+        )
+    return AutoTokenizer.from_pretrained(tok_dir)
+
+
+def _holdout(blocks: Any, n: int) -> tuple[Any, Any]:
+    """Split the last ``n`` rows off a ``Blocks`` (every tensor field alike)."""
+    head, tail = {}, {}
+    for f in dataclasses.fields(blocks):
+        value = getattr(blocks, f.name)
+        head[f.name] = value[:-n] if isinstance(value, torch.Tensor) else value
+        tail[f.name] = value[-n:] if isinstance(value, torch.Tensor) else value
+    return type(blocks)(**head), type(blocks)(**tail)
+
+
+def prepare_data(cfg: PretrainConfig, tokenizer: Any, data_dir: Path, seed: int):  # noqa: ANN201
+    from lmforge.data.shards import read_split
+    from lmforge.pretrain.objectives import PretrainData
+
+    train = [d.text for d in read_split(data_dir, "train") if d.text]
+    val = [d.text for d in read_split(data_dir, "val") if d.text]
+    kwargs = {
+        "objective": cfg.objective,
+        "block_size": cfg.block_size,
+        "mlm_probability": cfg.mlm_probability,
+        "whole_word_mask": cfg.whole_word_mask,
+        "nsp_probability": cfg.nsp_probability,
+        "seed": seed,
+    }
+    try:
+        return PretrainData.from_texts(tokenizer, train, val, **kwargs)
+    except DataError as e:
+        if not str(e).startswith("'val' split"):
+            raise
+    # the val split is too small for one block: hold out the last 5% of training blocks
+    data = PretrainData.from_texts(tokenizer, train, None, **kwargs)
+    n = max(1, int(len(data.train.input_ids) * HOLDOUT_FRACTION))
+    if n >= len(data.train.input_ids):
+        raise DataError(
+            f"only {len(data.train.input_ids)} training block(s) of pretrain.block_size="
+            f"{cfg.block_size}: too little text; lower the block size or add data"
+        )
+    logger.warning("pretrain: val split too small for one block; holding out %d training blocks", n)
+    train_blocks, val_blocks = _holdout(data.train, n)
+    return dataclasses.replace(data, train=train_blocks, val=val_blocks)
+
+
+def check_fit(cfg: PretrainConfig, model: Any, tokenizer: Any) -> None:
+    """Vocabulary and context checks that would otherwise fail deep inside an embedding."""
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise LmforgeError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab}; "
+            "use the model's own tokenizer or train from a preset (pretrain.model.preset)"
+        )
+    context = getattr(model.config, "n_positions", None) or getattr(
+        model.config, "max_position_embeddings", None
+    )
+    if context is not None and cfg.block_size > context:
+        raise LmforgeError(
+            f"pretrain.block_size ({cfg.block_size}) exceeds the model's context ({context}); "
+            f"lower it or raise pretrain.model.context"
+        )
+
+
+def plot_loss(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["step"] for r in history if math.isfinite(r["loss"])]
+    ax.plot(steps, [r["loss"] for r in history if math.isfinite(r["loss"])], label="train", lw=1)
+    val = [(r["step"], r["val_loss"]) for r in history if "val_loss" in r]
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", label="val")
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
+    from lmforge.models import build_model, count_params, flops_per_token
+    from lmforge.pretrain.loop import train
+
+    cfg = ctx.recipe.pretrain
+    assert cfg is not None
+    data_dir = ctx.stage_dir("data")
+    assert data_dir is not None
+    device = select_device(cfg.device)
+    if cfg.device == "cuda" and device.type != "cuda":
+        raise LmforgeError("pretrain.device: cuda requested but no CUDA GPU is available")
+
+    # ---------------------------------------------------------------- set-up
+    tokenizer = load_tokenizer(cfg, ctx)
+    data = prepare_data(cfg, tokenizer, data_dir, ctx.recipe.seed)
+    specials = {
+        k: getattr(tokenizer, f"{k}_token_id")
+        for k in ("pad", "bos", "eos", "unk", "mask", "cls", "sep")
+    }
+    torch.manual_seed(ctx.recipe.seed)  # the model's initial weights
+    model = build_model(cfg.model, cfg.objective, len(tokenizer), specials)
+    check_fit(cfg, model, tokenizer)
+    params = count_params(model)
+    n_train, n_val = len(data.train.input_ids), len(data.val.input_ids)
+    logger.info(
+        "pretrain: %s, %s params, %d train / %d val blocks of %d tokens, %d steps",
+        type(model).__name__,
+        f"{params['total']:,}",
+        n_train,
+        n_val,
+        cfg.block_size,
+        cfg.max_steps,
+    )
+
+    # ---------------------------------------------------------------- train
+    result = train(
+        model,
+        cfg,
+        train_batch=lambda idx, s: data.batch(idx, s, "train"),
+        val_batch=lambda idx, s: data.batch(idx, s, "val"),
+        num_train=n_train,
+        num_val=n_val,
+        tokens_per_sample=cfg.block_size,
+        work=work,
+        device=device,
+        dist=ctx.dist,
+        seed=ctx.recipe.seed,
+        metrics=ctx.metrics,
+        resume=ctx.resume,
+        recipe_hash=ctx.input_hash,
+    )
+
+    # ---------------------------------------------------------------- save
+    flops = flops_per_token(model.config, cfg.block_size)
+    dtype = (
+        torch.bfloat16
+        if cfg.precision == "bf16"
+        else torch.float16
+        if cfg.precision == "fp16"
+        else torch.float32
+    )
+    peak = matmul_peak_flops(dtype, device)
+    achieved = flops * result.tokens_per_second * ctx.dist.world_size
+    metrics: dict[str, Any] = {
+        "steps": result.state.step,
+        "tokens": result.state.tokens,
+        "params": params["total"],
+        "train_blocks": n_train,
+        "val_blocks": n_val,
+        "final_train_loss": next(
+            (r["loss"] for r in reversed(result.history) if math.isfinite(r["loss"])), None
+        ),
+        **{f"val_{k}": v for k, v in result.final_eval.items()},
+        "tokens_per_second": result.tokens_per_second * ctx.dist.world_size,
+        "train_seconds": result.train_seconds,
+        "flops_per_token": flops,
+        "peak_flops": peak,
+        "mfu": achieved / peak,
+        "skipped_steps": result.state.skipped_steps,
+        "processes": ctx.dist.world_size,
+    }
+    if result.resumed_from is not None:
+        metrics["resumed_from_step"] = result.resumed_from
+    artifacts = {"model": "model", "checkpoints": "checkpoints", "history": "history.jsonl"}
+    if ctx.dist.is_main:
+        model.save_pretrained(work / "model")  # safetensors
+        tokenizer.save_pretrained(work / "model")
+        plot_loss(
+            result.history, work / "loss.png", f"{ctx.recipe.name}: {cfg.objective} pretraining"
+        )
+        artifacts["loss_curve"] = "loss.png"
+        if cfg.tensorboard:
+            artifacts["tensorboard"] = "tensorboard"
+    return StageResult(metrics=metrics, artifacts=artifacts)
