@@ -1,6 +1,7 @@
 """The command line, end to end on real data at tiny size."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -222,6 +223,7 @@ def test_debug_shows_traceback_and_console_script_exit_codes(tmp_path):
 
 
 # one tiny end-to-end run per built-in recipe: a limit on every source keeps each in seconds
+TINY_MODEL = ["pretrain.block_size=32", "pretrain.model.context=64"]
 E2E_OVERRIDES = {
     "quickstart": [
         "data.sources.0.limit=300",
@@ -233,6 +235,20 @@ E2E_OVERRIDES = {
         "data.sources.0.limit=300",
         "data.sources.1.limit=300",
         "tokenizer.vocab_size=1500",
+    ],
+    "pretrain-gpt-shakespeare": ["data.sources.0.limit=3", *TINY_PRETRAIN, *TINY_MODEL],
+    "pretrain-bert-wiki": [
+        "data.sources.0.limit=12",
+        "tokenizer.vocab_size=1000",
+        *TINY_PRETRAIN,
+        *TINY_MODEL,
+    ],
+    "pretrain-zh": [
+        "data.sources.0.limit=300",
+        "data.sources.1.limit=300",
+        "tokenizer.vocab_size=1500",
+        *TINY_PRETRAIN,
+        *TINY_MODEL,
     ],
 }
 
@@ -252,6 +268,9 @@ def test_builtin_recipe_end_to_end_at_tiny_size(tmp_path, capsys, name):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(s["status"] == "done" for s in summary["stages"].values())
     assert summary["stages"]["tokenizer"]["metrics"]["unk_rate"] < 0.01
+    if "pretrain" in summary["stages"]:
+        assert math.isfinite(summary["stages"]["pretrain"]["metrics"]["val_loss"])
+        assert (tmp_path / "pretrain" / "model" / "model.safetensors").exists()
 
 
 def test_readme_documents_every_command():
