@@ -267,10 +267,13 @@ def test_builtin_recipe_end_to_end_at_tiny_size(tmp_path, capsys, name):
     assert code == 0, err
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(s["status"] == "done" for s in summary["stages"].values())
+    for stage in summary["stages"].values():  # every artifact the summary names exists
+        assert all((tmp_path / p).exists() for p in stage["artifacts"].values())
     assert summary["stages"]["tokenizer"]["metrics"]["unk_rate"] < 0.01
     if "pretrain" in summary["stages"]:
         assert math.isfinite(summary["stages"]["pretrain"]["metrics"]["val_loss"])
         assert (tmp_path / "pretrain" / "model" / "model.safetensors").exists()
+        assert list((tmp_path / "pretrain" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_readme_documents_every_command():

@@ -289,9 +289,9 @@ def test_batch_is_a_function_of_indices_and_seed(objective, bpe, wordpiece, en_t
     a = data.batch([5, 2, 9], seed=hash((0, 10, 1, 0)))
     b = data.batch(torch.tensor([5, 2, 9]), seed=hash((0, 10, 1, 0)))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    expected = {"input_ids", "attention_mask", "labels"}
-    if objective == "mlm+nsp":
-        expected |= {"token_type_ids", "next_sentence_label"}
+    expected = {"input_ids", "labels"}  # packed blocks: no padding, so no attention mask
+    if objective == "mlm+nsp":  # sentence pairs are padded
+        expected |= {"attention_mask", "token_type_ids", "next_sentence_label"}
         assert (
             a["next_sentence_label"].tolist() == data.train.next_sentence_label[[5, 2, 9]].tolist()
         )

@@ -23,17 +23,21 @@ class MetricsLogger:
             self.path.touch()
 
     def log(self, stage: str, name: str, value: Any, step: int | None = None) -> None:
-        if not self.enabled:
-            return
-        if isinstance(value, float) and not math.isfinite(value):
-            value = str(value)  # JSON has no NaN/inf; keep the fact, stay parseable
-        event = {"stage": stage, "step": step, "name": name, "value": value, "time": time.time()}
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self.log_dict(stage, {name: value}, step)
 
     def log_dict(self, stage: str, values: dict[str, Any], step: int | None = None) -> None:
+        """One line per value, written with a single open/append."""
+        if not self.enabled or not values:
+            return
+        now = time.time()
+        lines = []
         for name, value in values.items():
-            self.log(stage, name, value, step)
+            if isinstance(value, float) and not math.isfinite(value):
+                value = str(value)  # JSON has no NaN/inf; keep the fact, stay parseable
+            event = {"stage": stage, "step": step, "name": name, "value": value, "time": now}
+            lines.append(json.dumps(event, ensure_ascii=False) + "\n")
+        with self.path.open("a", encoding="utf-8") as f:
+            f.writelines(lines)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

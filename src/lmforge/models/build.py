@@ -166,9 +166,15 @@ def build_model(
     keeps its own vocabulary; ``vocab_size`` and ``special_ids`` apply to presets only.
     """
     if spec.path is not None:
-        return load_pretrained(spec.path, objective, dtype=dtype)
-    config = build_config(spec, objective, vocab_size, special_ids)
-    return _auto_class(objective).from_config(config, dtype=dtype)
+        model = load_pretrained(spec.path, objective, dtype=dtype)
+    else:
+        config = build_config(spec, objective, vocab_size, special_ids)
+        model = _auto_class(objective).from_config(config, dtype=dtype)
+    if objective == "clm" and getattr(model, "loss_type", None) is None:
+        # GPT-2 models carry loss_type=None: transformers then warns on every loss call,
+        # which also breaks the torch.compile graph there
+        model.loss_type = "ForCausalLM"
+    return model
 
 
 def check_objective(config: dict, objective: str, where: str) -> None:

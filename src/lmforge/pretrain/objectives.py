@@ -138,14 +138,11 @@ class PretrainData:
             raise DataError("no validation data: the data stage wrote no 'val' split")
         idx = torch.as_tensor(indices, dtype=torch.long)
         input_ids = blocks.input_ids[idx]
-        out = {
-            "input_ids": input_ids,
-            "attention_mask": (
-                blocks.attention_mask[idx]
-                if blocks.attention_mask is not None
-                else torch.ones_like(input_ids)
-            ),
-        }
+        out = {"input_ids": input_ids}
+        # packed blocks have no padding: passing no mask lets attention take its fast
+        # (is_causal / unmasked) path, also under torch.compile
+        if blocks.attention_mask is not None:
+            out["attention_mask"] = blocks.attention_mask[idx]
         if self.objective == "clm":
             out["labels"] = input_ids.clone()
             return out
