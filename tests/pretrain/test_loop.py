@@ -25,7 +25,9 @@ class Flaky(torch.nn.Module):
 
     def forward(self, input_ids, labels=None, **_):  # noqa: ANN001, ANN201
         logits = self.table(input_ids)
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), labels[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, VOCAB), labels[:, 1:].reshape(-1)
+        )
         if self.training:
             self.calls += 1
             if self.bad is None or self.calls in self.bad:
@@ -35,8 +37,16 @@ class Flaky(torch.nn.Module):
 
 def run(model, tmp_path, **kw):
     cfg = PretrainConfig(
-        max_steps=6, warmup_steps=1, batch_size=4, eval_every=3, eval_batches=1,
-        checkpoint_every=3, tensorboard=False, max_nonfinite=3, lr=0.1, **kw,
+        max_steps=6,
+        warmup_steps=1,
+        batch_size=4,
+        eval_every=3,
+        eval_batches=1,
+        checkpoint_every=3,
+        tensorboard=False,
+        max_nonfinite=3,
+        lr=0.1,
+        **kw,
     )
     blocks = torch.randint(0, VOCAB, (64, 8), generator=torch.Generator().manual_seed(0))
 
@@ -44,9 +54,20 @@ def run(model, tmp_path, **kw):
         return {"input_ids": blocks[idx], "labels": blocks[idx]}
 
     return train(
-        model, cfg, train_batch=batch, val_batch=batch, num_train=64, num_val=64,
-        tokens_per_sample=8, work=tmp_path, device=torch.device("cpu"), dist=DistInfo(),
-        seed=0, metrics=MetricsLogger(tmp_path / "m.jsonl"), resume=False, recipe_hash="h",
+        model,
+        cfg,
+        train_batch=batch,
+        val_batch=batch,
+        num_train=64,
+        num_val=64,
+        tokens_per_sample=8,
+        work=tmp_path,
+        device=torch.device("cpu"),
+        dist=DistInfo(),
+        seed=0,
+        metrics=MetricsLogger(tmp_path / "m.jsonl"),
+        resume=False,
+        recipe_hash="h",
     )
 
 

@@ -208,3 +208,27 @@ def test_two_process_ddp_matches_single_process_loss(run_dir, tmp_path):
     w1, w2 = _weights(single), _weights(ddp)
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
     assert torch.isfinite(torch.tensor(m["val_loss"]))
+
+
+def test_continue_pretraining_a_builtin_encoder(run_dir, tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    run = run_dir("bpe")
+    raw = base_recipe("bpe")
+    del raw["tokenizer"]  # the model brings its own
+    section = pretrain_section(
+        model={"path": "minilm-l6"},
+        objective="mlm",
+        max_steps=2,
+        warmup_steps=1,
+        batch_size=2,
+        eval_every=2,
+        checkpoint_every=2,
+    )
+    recipe = write_recipe(tmp_path / "r.yaml", {**raw, "pretrain": section})
+    assert main(["run", str(recipe), "--out", str(run)]) == 0
+    m = pretrain_metrics(run)["metrics"]
+    assert m["params"] > 22_000_000 and m["steps"] == 2
+    model_dir = run / "pretrain" / "model"
+    assert AutoTokenizer.from_pretrained(model_dir).vocab_size == 30522
+    assert AutoModelForMaskedLM.from_pretrained(model_dir).config.num_hidden_layers == 6
