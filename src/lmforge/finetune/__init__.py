@@ -1,0 +1,1 @@
+"""Fine-tuning: tasks (one file each), parameter-efficient methods (peft), zero/few-shot."""

@@ -1,0 +1,183 @@
+"""Fine-tuning methods, one registry entry each: which parameters train, and how.
+
+``full`` and ``linear-probe`` only set ``requires_grad``; every other method wraps the model
+with Hugging Face ``peft``, so adapters save with ``save_pretrained`` and load back with
+``PeftModel.from_pretrained`` in plain peft. Target modules default to peft's per-architecture
+tables (``query``/``value`` for BERT, ``c_attn`` for GPT-2, ``q_proj``/``v_proj`` for Llama)
+and can be overridden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from lmforge.core.errors import LmforgeError
+from lmforge.core.registry import Registry
+from lmforge.core.schema import PositiveInt, StrictModel
+
+# the task's output layer, trained by every method (named as in transformers' heads)
+HEAD_NAMES = ("classifier", "score", "qa_outputs", "cls", "lm_head")
+PeftTask = Literal["SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS", "CAUSAL_LM", "SEQ_2_SEQ_LM"]
+
+
+class MethodConfig(StrictModel):
+    """Hyperparameters of the parameter-efficient methods (ignored by full / linear-probe)."""
+
+    r: PositiveInt = Field(8, description="LoRA / AdaLoRA rank (AdaLoRA: final average rank).")
+    alpha: PositiveInt = Field(16, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: list[str] | None = Field(
+        None, description="Module names to adapt; default: peft's table for the architecture."
+    )
+    num_virtual_tokens: PositiveInt = Field(
+        20, description="Prefix / prompt tuning: virtual tokens."
+    )
+    adalora_init_r: PositiveInt = Field(12, description="AdaLoRA: initial rank before pruning.")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    apply: Callable[[torch.nn.Module, MethodConfig, PeftTask, int], torch.nn.Module]
+    uses_peft: bool
+
+
+METHODS: Registry[Method] = Registry("fine-tuning method")
+
+
+def head_parameters(model: torch.nn.Module) -> list[str]:
+    """Names of the task head's modules present in ``model`` (trained by every method)."""
+    found = [n for n in HEAD_NAMES if hasattr(model, n)]
+    if not found:
+        raise LmforgeError(f"{type(model).__name__} has no task head ({', '.join(HEAD_NAMES)})")
+    return found
+
+
+def _full(model, cfg, task, total_steps):  # noqa: ANN001, ANN202, ARG001
+    for p in model.parameters():
+        p.requires_grad = True
+    return model
+
+
+def _linear_probe(model, cfg, task, total_steps):  # noqa: ANN001, ANN202, ARG001
+    heads = head_parameters(model)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.split(".")[0] in heads
+    return model
+
+
+def _peft(build_config: Callable[[MethodConfig, PeftTask, list[str], int], object]):
+    def apply(model, cfg, task, total_steps):  # noqa: ANN001, ANN202
+        from peft import get_peft_model
+
+        heads = [] if task in ("CAUSAL_LM", "SEQ_2_SEQ_LM") else head_parameters(model)
+        try:
+            return get_peft_model(model, build_config(cfg, task, heads, total_steps))
+        except ValueError as e:  # peft: unknown architecture / target modules not found
+            raise LmforgeError(
+                f"cannot apply this method to {type(model).__name__}: {e} "
+                "(set finetune.method_config.target_modules)"
+            ) from None
+
+    return apply
+
+
+def _lora(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type=task,
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=cfg.target_modules,
+        modules_to_save=heads or None,
+    )
+
+
+def _adalora(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202
+    from peft import AdaLoraConfig
+
+    # rank budget: prune from init_r to r between 10% and 70% of training (Zhang et al. 2023)
+    return AdaLoraConfig(
+        task_type=task,
+        init_r=cfg.adalora_init_r,
+        target_r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=cfg.target_modules,
+        total_step=max(total_steps, 10),
+        tinit=max(1, total_steps // 10),
+        tfinal=max(1, total_steps * 3 // 10),
+        deltaT=max(1, total_steps // 50),
+        modules_to_save=heads or None,
+    )
+
+
+def _ia3(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
+    from peft import IA3Config
+
+    targets = cfg.target_modules
+    return IA3Config(
+        task_type=task,
+        target_modules=targets,
+        feedforward_modules=[] if targets else None,
+        modules_to_save=heads or None,
+    )
+
+
+def _prefix(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
+    from peft import PrefixTuningConfig
+
+    return PrefixTuningConfig(task_type=task, num_virtual_tokens=cfg.num_virtual_tokens)
+
+
+def _prompt(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
+    from peft import PromptTuningConfig
+
+    return PromptTuningConfig(task_type=task, num_virtual_tokens=cfg.num_virtual_tokens)
+
+
+for _m in (
+    Method("full", "every weight trains", _full, False),
+    Method("linear-probe", "frozen encoder; only the task head trains", _linear_probe, False),
+    Method(
+        "lora", "low-rank updates of attention projections (Hu et al. 2021)", _peft(_lora), True
+    ),
+    Method(
+        "adalora", "LoRA with an adaptive rank budget (Zhang et al. 2023)", _peft(_adalora), True
+    ),
+    Method(
+        "ia3",
+        "learned rescaling of keys, values and FFN activations (Liu et al. 2022)",
+        _peft(_ia3),
+        True,
+    ),
+    Method(
+        "prefix",
+        "trainable key/value prefixes in every layer (Li & Liang 2021)",
+        _peft(_prefix),
+        True,
+    ),
+    Method("prompt", "trainable soft-prompt embeddings (Lester et al. 2021)", _peft(_prompt), True),
+):
+    METHODS.add(_m.name, _m)
+
+
+def apply_method(
+    name: str, model: torch.nn.Module, cfg: MethodConfig, task: PeftTask, total_steps: int
+) -> torch.nn.Module:
+    return METHODS.get(name).apply(model, cfg, task, total_steps)
+
+
+def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

@@ -1,0 +1,107 @@
+"""One contract for every registered fine-tuning method (PEFT's TEST_CASES pattern)."""
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from lmforge.core.errors import LmforgeError
+from lmforge.finetune.methods import METHODS, MethodConfig, apply_method, trainable_parameters
+
+CFG = MethodConfig(r=4, alpha=8, num_virtual_tokens=4)
+
+
+def tiny_classifier(seed: int = 0) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
+    return BertForSequenceClassification(config)
+
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 100, (4, 12), generator=g)
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": torch.tensor([0, 1, 2, 1]),
+    }
+
+
+def train_steps(model, steps=3):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(steps):
+        loss = model(**batch()).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_contract(name, tmp_path):
+    base = tiny_classifier()
+    base.save_pretrained(tmp_path / "base")
+    model = apply_method(name, base, CFG, "SEQ_CLS", total_steps=10)
+    trainable, total = trainable_parameters(model)
+    assert 0 < trainable <= total
+    if name != "full":
+        assert trainable < 0.5 * total, f"{name} trains {trainable}/{total}"
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    train_steps(model)
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
+    assert all(torch.equal(frozen[n], p) for n, p in model.named_parameters() if n in frozen)
+    if not METHODS.get(name).uses_peft:
+        return
+
+    from peft import PeftModel
+
+    model.eval()
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(
+        BertForSequenceClassification.from_pretrained(tmp_path / "base"), tmp_path / "adapter"
+    ).eval()
+    inputs = {k: v for k, v in batch().items() if k != "labels"}
+    with torch.no_grad():
+        assert torch.allclose(model(**inputs).logits, reloaded(**inputs).logits, atol=1e-6)
+
+
+def test_lora_merges_into_a_plain_model_with_the_same_outputs():
+    model = apply_method("lora", tiny_classifier(), CFG, "SEQ_CLS", total_steps=10)
+    train_steps(model)
+    model.eval()
+    inputs = {k: v for k, v in batch().items() if k != "labels"}
+    with torch.no_grad():
+        adapter_logits = model(**inputs).logits
+        merged = model.merge_and_unload()
+        assert type(merged) is BertForSequenceClassification
+        assert (merged(**inputs).logits - adapter_logits).abs().max().item() < 1e-5
+
+
+def test_lora_trains_under_one_percent_of_a_real_sized_encoder():
+    config = BertConfig(
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        num_labels=5,
+    )  # MiniLM-L6's shape
+    model = apply_method(
+        "lora", BertForSequenceClassification(config), MethodConfig(), "SEQ_CLS", 10
+    )
+    trainable, total = trainable_parameters(model)
+    assert trainable / total < 0.01
+
+
+def test_unknown_targets_are_a_clear_error():
+    with pytest.raises(LmforgeError, match="target_modules"):
+        apply_method(
+            "lora", tiny_classifier(), MethodConfig(target_modules=["nope"]), "SEQ_CLS", 10
+        )
