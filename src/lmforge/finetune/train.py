@@ -1,0 +1,83 @@
+"""The fine-tuning loop: epochs over shuffled mini-batches, AdamW with linear warm-up and
+decay (the BERT fine-tuning recipe), gradient clipping, validation loss after each epoch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lmforge.core.progress import progress_bar
+from lmforge.pretrain.optim import param_groups
+
+
+def linear_schedule(step: int, total: int, warmup: int) -> float:
+    """Multiplier of the peak learning rate: 0 -> 1 over ``warmup`` steps, then -> 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+@torch.no_grad()
+def mean_loss(model: Any, data: Any, pad_id: int, batch_size: int, device: torch.device) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        idx = list(range(start, min(start + batch_size, len(data))))
+        batch = {k: v.to(device) for k, v in data.batch(idx, pad_id).items()}
+        total += model(**batch).loss.item() * len(idx)
+        n += len(idx)
+    return total / max(n, 1)
+
+
+def fit(
+    model: Any,
+    train: Any,
+    val: Any | None,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    pad_id: int,
+    seed: int = 0,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.1,
+    grad_clip: float = 1.0,
+    device: torch.device | None = None,
+) -> list[dict[str, float]]:
+    """Train in place; returns one record per epoch (train loss, val loss)."""
+    device = device or torch.device("cpu")
+    model.to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    steps_per_epoch = -(-len(train) // batch_size)
+    total = epochs * steps_per_epoch
+    warmup = int(warmup_ratio * total)
+    history, step = [], 0
+    with progress_bar("fine-tune", total) as advance:
+        for epoch in range(epochs):
+            model.train()
+            order = torch.randperm(
+                len(train), generator=torch.Generator().manual_seed(seed + epoch)
+            )
+            running = 0.0
+            for start in range(0, len(train), batch_size):
+                idx = order[start : start + batch_size].tolist()
+                batch = {k: v.to(device) for k, v in train.batch(idx, pad_id).items()}
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * linear_schedule(step, total, warmup)
+                loss = model(**batch).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for p in model.parameters() if p.requires_grad], grad_clip
+                    )
+                optimizer.step()
+                running += loss.item() * len(idx)
+                step += 1
+                advance(1, f"epoch {epoch + 1}/{epochs}  loss {loss.item():.3f}")
+            record = {"epoch": epoch + 1, "train_loss": running / len(train)}
+            if val is not None and len(val):
+                record["val_loss"] = mean_loss(model, val, pad_id, batch_size, device)
+            history.append(record)
+    return history

@@ -1,0 +1,106 @@
+"""Classification end to end on real BBC News articles: encode, train, predict, score."""
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from lmforge.core.errors import DataError
+from lmforge.data.builtin import load_builtin
+from lmforge.data.document import Document
+from lmforge.finetune.methods import MethodConfig, apply_method, trainable_parameters
+from lmforge.finetune.tasks import TASKS
+from lmforge.finetune.tasks.classification import LabelInfo
+from lmforge.finetune.train import fit, linear_schedule
+from lmforge.tokenizer.config import TokenizerConfig
+from lmforge.tokenizer.train import to_transformers, train_tokenizer
+
+TASK = TASKS.get("classification")
+
+
+@pytest.fixture(scope="module")
+def bbc():
+    docs = load_builtin("bbc-news", limit=500)  # round-robin over the 5 topics
+    return docs[:400], docs[400:]
+
+
+@pytest.fixture(scope="module")
+def wordpiece(bbc):
+    cfg = TokenizerConfig(kind="wordpiece", vocab_size=3000, model_max_length=128)
+    return to_transformers(train_tokenizer(cfg, [d.text for d in bbc[0]]), cfg)
+
+
+def test_encode_counts_truncation_and_rejects_unseen_labels(wordpiece):
+    docs = [Document("short text", label="a"), Document("word " * 500, label="b")]
+    info = LabelInfo.from_documents(docs)
+    enc = TASK.encode(wordpiece, docs, info, 64)
+    assert enc.truncated == 1 and max(len(x) for x in enc.input_ids) == 64
+    assert enc.labels.tolist() == [0, 1]
+    with pytest.raises(
+        DataError, match=r"'test' rows have labels never seen.*rows \[1\] with \['c'\]"
+    ):
+        TASK.encode(
+            wordpiece, [Document("x", label="a"), Document("y", label="c")], info, 64, "test"
+        )
+    with pytest.raises(DataError, match="at least 2 labels"):
+        LabelInfo.from_documents([Document("x", label="a")])
+
+
+def test_multi_label_is_multi_hot(wordpiece):
+    docs = [Document("x", label=["a", "b"]), Document("y", label=["c"])]
+    info = LabelInfo.from_documents(docs)
+    assert info.multi_label and info.labels == ["a", "b", "c"]
+    assert TASK.encode(wordpiece, docs, info, 16).labels.tolist() == [[1, 1, 0], [0, 0, 1]]
+
+
+def test_linear_schedule():
+    assert linear_schedule(0, 100, 10) == pytest.approx(0.1)
+    assert linear_schedule(10, 100, 10) == pytest.approx(1.0)
+    assert linear_schedule(100, 100, 10) == 0.0
+
+
+def test_a_small_bert_learns_bbc_topics_from_scratch(bbc, wordpiece, tmp_path):
+    train_docs, test_docs = bbc
+    info = LabelInfo.from_documents(train_docs)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(wordpiece),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "base")
+    model = TASK.load_model(str(tmp_path / "base"), info)
+    assert model.config.id2label[0] == info.labels[0] and model.config.num_labels == 5
+    model = apply_method("full", model, MethodConfig(), TASK.peft_task, total_steps=100)
+    train = TASK.encode(wordpiece, train_docs, info, 128)
+    test = TASK.encode(wordpiece, test_docs, info, 128, "test")
+    history = fit(
+        model, train, test, epochs=6, lr=1e-3, batch_size=16, pad_id=wordpiece.pad_token_id
+    )
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    m = TASK.metrics(test.references, TASK.predict(model, test, info, wordpiece.pad_token_id), info)
+    assert m["accuracy"] > 0.6, m  # chance is 0.2
+    assert len(m["confusion_matrix"]) == 5
+
+
+@pytest.mark.slow
+def test_lora_on_minilm_classifies_bbc(bbc):
+    from transformers import AutoTokenizer
+
+    from lmforge.models import resolve_model_path
+
+    path = str(resolve_model_path("minilm-l6"))
+    tok = AutoTokenizer.from_pretrained(path)
+    train_docs, test_docs = bbc[0][:250], bbc[1]
+    info = LabelInfo.from_documents(train_docs)
+    torch.manual_seed(0)
+    model = apply_method("lora", TASK.load_model(path, info), MethodConfig(), TASK.peft_task, 40)
+    trainable, total = trainable_parameters(model)
+    assert trainable < 0.01 * total
+    train = TASK.encode(tok, train_docs, info, 128)
+    test = TASK.encode(tok, test_docs, info, 128, "test")
+    fit(model, train, None, epochs=2, lr=2e-3, batch_size=16, pad_id=tok.pad_token_id)
+    m = TASK.metrics(test.references, TASK.predict(model, test, info, tok.pad_token_id), info)
+    assert m["accuracy"] > 0.8, m
