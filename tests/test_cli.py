@@ -23,9 +23,15 @@ TINY_PRETRAIN = [
     "pretrain.model.hidden=32",
     "pretrain.model.heads=2",
 ]
+TINY_FINETUNE = ["finetune.data.limit=40", "finetune.epochs=1", "finetune.max_length=32"]
 TINY = [
     arg
-    for kv in ["data.sources.0.limit=150", "tokenizer.vocab_size=600", *TINY_PRETRAIN]
+    for kv in [
+        "data.sources.0.limit=150",
+        "tokenizer.vocab_size=600",
+        *TINY_PRETRAIN,
+        *TINY_FINETUNE,
+    ]
     for arg in ("--set", kv)
 ]
 
@@ -172,7 +178,7 @@ def test_failing_stage_is_recorded_and_leaves_no_half_written_dir(tmp_path, caps
 def test_only_rejects_unknown_or_unconfigured_stage(capsys):
     code, _, err = run_cli(capsys, "run", "quickstart", "--only", "tokeniser")
     assert code == 1 and "did you mean 'tokenizer'" in err
-    code, _, err = run_cli(capsys, "run", "quickstart", "--only", "finetune")
+    code, _, err = run_cli(capsys, "run", "quickstart", "--only", "evaluate")
     assert code == 1 and "not available" in err
 
 
@@ -230,6 +236,7 @@ E2E_OVERRIDES = {
         "tokenizer.vocab_size=1500",
         *TINY_PRETRAIN,
         "pretrain.max_steps=20",
+        *TINY_FINETUNE,
     ],
     "tokenizer-zh": [
         "data.sources.0.limit=300",

@@ -22,6 +22,7 @@ from lmforge import __version__
 from lmforge.core.errors import RecipeError
 from lmforge.core.schema import StrictModel
 from lmforge.data.config import DataConfig
+from lmforge.finetune.config import FinetuneConfig
 from lmforge.pretrain.config import PretrainConfig
 from lmforge.tokenizer.config import TokenizerConfig
 
@@ -38,7 +39,7 @@ STAGES = (
     "report",
 )
 # Stages this version implements; the rest are rejected with a clear message.
-AVAILABLE_STAGES = ("data", "tokenizer", "pretrain")
+AVAILABLE_STAGES = ("data", "tokenizer", "pretrain", "finetune")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
@@ -57,9 +58,26 @@ class Recipe(StrictModel):
     pretrain: PretrainConfig | None = Field(
         None, description="Self-supervised training of a Transformer (causal or masked LM)."
     )
+    finetune: FinetuneConfig | None = Field(
+        None, description="Fine-tune a model on a task (full or parameter-efficient)."
+    )
     versions: dict[str, str] | None = Field(
         None, description="Written by lmforge into a run's recipe.yaml; ignored on input."
     )
+
+    @model_validator(mode="after")
+    def _finetune_inputs(self) -> Recipe:
+        if self.finetune is None:
+            return self
+        if self.finetune.model.path == "pretrain" and self.pretrain is None:
+            raise ValueError(
+                "finetune: model.path is 'pretrain' but the recipe has no pretrain section"
+            )
+        if self.finetune.data.train is None and self.data is None:
+            raise ValueError(
+                "finetune: give finetune.data.train or a data section to take labelled splits from"
+            )
+        return self
 
     @model_validator(mode="after")
     def _pretrain_inputs(self) -> Recipe:

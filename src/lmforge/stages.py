@@ -80,6 +80,20 @@ def _pretrain_inputs(recipe: Recipe) -> Any:
     return fingerprint_path(path) if path is not None and Path(path).is_dir() else path
 
 
+def _run_finetune(ctx: StageContext, out: Path) -> StageResult:
+    from lmforge.finetune.stage import run_finetune_stage
+
+    return run_finetune_stage(ctx, out)
+
+
+def _finetune_inputs(recipe: Recipe) -> Any:
+    assert recipe.finetune is not None
+    d, path = recipe.finetune.data, recipe.finetune.model.path
+    files = [fingerprint_path(p) for p in (d.train, d.val, d.test) if p is not None]
+    model = fingerprint_path(path) if path is not None and Path(path).is_dir() else path
+    return {"files": files, "model": model}
+
+
 STAGE_SPECS: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
@@ -88,5 +102,6 @@ STAGE_SPECS: dict[str, StageSpec] = {
         StageSpec(
             "pretrain", ("data", "tokenizer"), _run_pretrain, _pretrain_inputs, resumable=True
         ),
+        StageSpec("finetune", ("data", "pretrain"), _run_finetune, _finetune_inputs),
     )
 }

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
 
 from lmforge.core.errors import LmforgeError
 from lmforge.core.registry import Registry
 from lmforge.core.schema import PositiveInt, StrictModel
+
+if TYPE_CHECKING:
+    import torch
 
 # the task's output layer, trained by every method (named as in transformers' heads)
 HEAD_NAMES = ("classifier", "score", "qa_outputs", "cls", "lm_head")

@@ -4,13 +4,14 @@ text): sentiment, topic, intent. Head: ``AutoModelForSequenceClassification``.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from lmforge.core.errors import DataError
 from lmforge.data.document import Document
 from lmforge.finetune.tasks.base import TASKS, Task
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Encoded:
         return len(self.input_ids)
 
     def batch(self, idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+        import torch
+
         rows = [self.input_ids[i] for i in idx]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -60,6 +63,8 @@ def encode(
     tokenizer: Any, docs: list[Document], info: LabelInfo, max_length: int, split: str = "train"
 ) -> Encoded:
     """Tokenize with truncation (counted) and map labels to ids; unseen labels name their rows."""
+    import torch
+
     index = {name: i for i, name in enumerate(info.labels)}
     unseen = [
         (i, d.label)
@@ -100,7 +105,6 @@ def load_model(path: str, info: LabelInfo) -> Any:
     )
 
 
-@torch.no_grad()
 def predict(
     model: Any,
     data: Encoded,
@@ -109,8 +113,17 @@ def predict(
     batch_size: int = 32,
     device: torch.device | None = None,
 ) -> list[Any]:
+    import torch
+
     model.eval()
     out: list[Any] = []
+    with torch.no_grad():
+        return _predict(model, data, info, pad_id, batch_size, device, out)
+
+
+def _predict(model, data, info, pad_id, batch_size, device, out):  # noqa: ANN001, ANN202
+    import torch
+
     for start in range(0, len(data), batch_size):
         b = data.batch(list(range(start, min(start + batch_size, len(data)))), pad_id)
         b.pop("labels")

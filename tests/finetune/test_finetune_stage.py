@@ -1,0 +1,114 @@
+"""The finetune stage from files, with a small local encoder: outputs load in plain peft."""
+
+import csv
+import json
+
+import torch
+import yaml
+from transformers import BertConfig, BertForSequenceClassification
+
+from lmforge.cli import main
+from lmforge.data.builtin import load_builtin
+from lmforge.tokenizer.config import TokenizerConfig
+from lmforge.tokenizer.train import save_tokenizer, to_transformers, train_tokenizer
+
+
+def write_csv(path, docs):
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["body", "topic"])
+        for d in docs:
+            w.writerow([d.text[:600], d.label])
+    return path
+
+
+def local_encoder(path, texts):
+    cfg = TokenizerConfig(kind="wordpiece", vocab_size=2000, model_max_length=64)
+    save_tokenizer(to_transformers(train_tokenizer(cfg, texts), cfg), path)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=2000,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertForSequenceClassification(config).save_pretrained(path)
+    return path
+
+
+def test_finetune_from_files_saves_adapter_merged_model_and_predictions(tmp_path, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    docs = load_builtin("bbc-news", limit=120)
+    train = write_csv(tmp_path / "train.csv", docs[:100])
+    test = write_csv(tmp_path / "test.csv", docs[100:])
+    base = local_encoder(tmp_path / "base", [d.text for d in docs[:100]])
+    recipe = {
+        "name": "ft",
+        "finetune": {
+            "task": "classification",
+            "method": "lora",
+            "model": {"path": str(base)},
+            "data": {
+                "train": str(train),
+                "test": str(test),
+                "text_column": "body",
+                "label_column": "topic",
+            },
+            "epochs": 2,
+            "max_length": 64,
+            "merge": True,
+            "method_config": {"target_modules": ["query", "value"]},
+        },
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    assert main(["run", str(tmp_path / "r.yaml"), "--out", str(out)]) == 0
+    entry = json.loads((out / "summary.json").read_text())["stages"]["finetune"]
+    m = entry["metrics"]
+    assert entry["status"] == "done" and m["test_examples"] == 20 and m["train_examples"] == 100
+    assert 0 <= m["accuracy"] <= 1 and m["trainable_params"] < m["total_params"]
+    assert m["merge_max_abs_diff"] < 1e-4
+    assert m["truncated_train"] > 0  # 600-character articles at 64 tokens
+    assert len((out / "finetune" / "predictions.jsonl").read_text().splitlines()) == 20
+    assert (out / "finetune" / "confusion.png").exists()
+
+    adapter = PeftModel.from_pretrained(
+        AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=5, ignore_mismatched_sizes=True
+        ),
+        out / "finetune" / "model",
+    )
+    merged = AutoModelForSequenceClassification.from_pretrained(out / "finetune" / "merged")
+    ids = torch.tensor([[2, 10, 11, 12, 3]])
+    with torch.no_grad():
+        assert torch.allclose(
+            adapter.eval()(input_ids=ids).logits, merged.eval()(input_ids=ids).logits, atol=1e-4
+        )
+    assert merged.config.id2label[0] == "business"
+
+
+def test_unseen_test_labels_fail_naming_rows(tmp_path, capsys):
+    docs = load_builtin("bbc-news", limit=20)
+    train = write_csv(tmp_path / "train.csv", [d for d in docs if d.label != "tech"])
+    test = write_csv(tmp_path / "test.csv", docs[:5])
+    base = local_encoder(tmp_path / "base", [d.text for d in docs])
+    recipe = {
+        "name": "ft",
+        "finetune": {
+            "method": "full",
+            "model": {"path": str(base)},
+            "data": {
+                "train": str(train),
+                "test": str(test),
+                "text_column": "body",
+                "label_column": "topic",
+            },
+        },
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run")]) == 1
+    assert "'test' rows have labels never seen in training" in capsys.readouterr().err
