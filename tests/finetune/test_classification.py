@@ -104,3 +104,18 @@ def test_lora_on_minilm_classifies_bbc(bbc):
     fit(model, train, None, epochs=2, lr=2e-3, batch_size=16, pad_id=tok.pad_token_id)
     m = TASK.metrics(test.references, TASK.predict(model, test, info, tok.pad_token_id), info)
     assert m["accuracy"] > 0.8, m
+
+
+def test_tfidf_baseline_on_english_and_chinese(bbc):
+    from lmforge.evaluate.metrics import classification_metrics
+    from lmforge.finetune.baselines import mostly_cjk, tfidf_logreg
+
+    train, test = bbc
+    preds = tfidf_logreg([d.text for d in train], [d.label for d in train], [d.text for d in test])
+    assert classification_metrics([d.label for d in test], preds)["accuracy"] > 0.9
+    zh = load_builtin("zh-sentiment", limit=1200)
+    assert mostly_cjk([d.text for d in zh]) and not mostly_cjk([d.text for d in train])
+    preds = tfidf_logreg(
+        [d.text for d in zh[:1000]], [d.label for d in zh[:1000]], [d.text for d in zh[1000:]]
+    )
+    assert classification_metrics([d.label for d in zh[1000:]], preds)["accuracy"] > 0.7

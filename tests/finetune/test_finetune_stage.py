@@ -72,6 +72,7 @@ def test_finetune_from_files_saves_adapter_merged_model_and_predictions(tmp_path
     assert entry["status"] == "done" and m["test_examples"] == 20 and m["train_examples"] == 100
     assert 0 <= m["accuracy"] <= 1 and m["trainable_params"] < m["total_params"]
     assert m["merge_max_abs_diff"] < 1e-4
+    assert m["baseline"]["method"] == "tfidf+logreg" and 0 <= m["baseline"]["accuracy"] <= 1
     assert m["truncated_train"] > 0  # 600-character articles at 64 tokens
     assert len((out / "finetune" / "predictions.jsonl").read_text().splitlines()) == 20
     assert (out / "finetune" / "confusion.png").exists()

@@ -170,6 +170,11 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
         "train_seconds": train_seconds,
         "history": history,
     }
+    if cfg.task == "classification" and not info.multi_label:
+        metrics["baseline"] = _baseline(splits, info, task)
+        metrics["accuracy_vs_baseline"] = scores["accuracy"] / max(
+            metrics["baseline"]["accuracy"], 1e-9
+        )
     if cfg.merge and METHODS.get(cfg.method).uses_peft:
         metrics["merge_max_abs_diff"] = _merge(model, test, pad_id, out / "merged", tokenizer)
         artifacts["merged"] = "merged"
@@ -177,6 +182,20 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
         "finetune", {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     )
     return StageResult(metrics=metrics, artifacts=artifacts)
+
+
+def _baseline(splits: dict[str, list[Document]], info: Any, task: Any) -> dict[str, Any]:
+    """TF-IDF + logistic regression on the same train/test split."""
+    from lmforge.finetune.baselines import tfidf_logreg
+
+    train, test = splits["train"], splits["test"]
+    preds = tfidf_logreg([d.text for d in train], [d.label for d in train], [d.text for d in test])
+    scores = task.metrics([d.label for d in test], preds, info)
+    return {
+        "method": "tfidf+logreg",
+        "accuracy": scores["accuracy"],
+        "macro_f1": scores["macro_f1"],
+    }
 
 
 def _merge(model: Any, test: Any, pad_id: int, dest: Path, tokenizer: Any) -> float:
