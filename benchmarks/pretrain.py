@@ -28,6 +28,7 @@ Smoke run: ``--models gpt-tiny,bert-tiny --steps 3 --warmup 1 --block 32 --batch
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -85,9 +86,29 @@ def prepare(preset: str, block: int, cache: Path) -> tuple[Path, Path]:
         tokenizer, train_texts, val_texts, objective=objective, block_size=block, seed=SEED
     )
     tmp = data_path.with_suffix(".tmp")
-    torch.save(data, tmp)
+    torch.save(to_plain(data), tmp)
     tmp.replace(data_path)  # atomic: a killed run leaves no half-written cache
     return tok_dir, data_path
+
+
+def to_plain(data) -> dict:  # noqa: ANN001 - PretrainData
+    """Tensors, numbers and strings only, so the cache reads back with weights_only=True."""
+    fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    for split in ("train", "val"):
+        if fields[split] is not None:
+            fields[split] = dataclasses.asdict(fields[split])
+    fields["special_ids"] = sorted(fields["special_ids"])
+    return fields
+
+
+def from_plain(fields: dict):  # noqa: ANN201 - PretrainData
+    from lmforge.pretrain.objectives import Blocks, PretrainData
+
+    for split in ("train", "val"):
+        if fields[split] is not None:
+            fields[split] = Blocks(**fields[split])
+    fields["special_ids"] = frozenset(fields["special_ids"])
+    return PretrainData(**fields)
 
 
 def run_contender(contender: str, preset: str, tok_dir: Path, data_path: Path, args) -> dict:
@@ -138,7 +159,7 @@ def worker_setup(args):  # noqa: ANN201 - (cfg, data, tokenizer, model)
         device="cpu",
     )
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir)
-    data = torch.load(args.data, weights_only=False)  # our own cache file, a PretrainData
+    data = from_plain(torch.load(args.data, weights_only=True))
     specials = {
         k: getattr(tokenizer, f"{k}_token_id")
         for k in ("pad", "bos", "eos", "unk", "mask", "cls", "sep")
