@@ -139,7 +139,7 @@ def worker_setup(args):  # noqa: ANN201 - (cfg, data, tokenizer, model)
     """The config, blocks, tokenizer and freshly initialised model, identical in both workers."""
     from transformers import AutoTokenizer
 
-    from lmforge.models import build_model
+    from lmforge.models import build_model, special_token_ids
     from lmforge.pretrain.config import ModelSpec, PretrainConfig
 
     _, objective = tokenizer_kind(args.model)
@@ -160,10 +160,7 @@ def worker_setup(args):  # noqa: ANN201 - (cfg, data, tokenizer, model)
     )
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir)
     data = from_plain(torch.load(args.data, weights_only=True))
-    specials = {
-        k: getattr(tokenizer, f"{k}_token_id")
-        for k in ("pad", "bos", "eos", "unk", "mask", "cls", "sep")
-    }
+    specials = special_token_ids(tokenizer)
     torch.manual_seed(SEED)  # the initial weights: the same in both contenders
     model = build_model(cfg.model, cfg.objective, len(tokenizer), specials)
     return cfg, data, tokenizer, model

@@ -78,6 +78,26 @@ def _run(
     _print_outcome(run_recipe(r, out=out, only=only, resume=resume, force=force))
 
 
+def _run_through(
+    recipe: str,
+    out: Path | None,
+    overrides: list[str] | None,
+    stage: str,
+    resume: bool,
+    force: bool,
+) -> None:
+    """Run ``stage`` and the configured stages before it (those already done are reused)."""
+    from lmforge.recipe import AVAILABLE_STAGES
+    from lmforge.runner import run_recipe
+
+    r = _load(recipe, overrides)
+    if getattr(r, stage) is None:
+        raise LmforgeError(f"recipe '{r.name}' has no {stage} section")
+    upto = AVAILABLE_STAGES[: AVAILABLE_STAGES.index(stage) + 1]
+    only = [s for s in upto if getattr(r, s) is not None]
+    _print_outcome(run_recipe(r, out=out, only=only, resume=resume, force=force))
+
+
 @app.callback()
 def _root(
     debug: Annotated[
@@ -134,13 +154,7 @@ def tokenizer(
     force: ForceOpt = False,
 ) -> None:
     """Train the recipe's tokenizer (running the data stage first if it is not done)."""
-    from lmforge.recipe import load_recipe
-
-    r = load_recipe(recipe, set_ or [])
-    only = ["data", "tokenizer"] if r.data is not None else ["tokenizer"]
-    from lmforge.runner import run_recipe
-
-    _print_outcome(run_recipe(r, out=out, only=only, force=force))
+    _run_through(recipe, out, set_, "tokenizer", False, force)
 
 
 @app.command()
@@ -154,13 +168,7 @@ def pretrain(
     force: ForceOpt = False,
 ) -> None:
     """Pretrain the recipe's model (running data and tokenizer first if they are not done)."""
-    from lmforge.runner import run_recipe
-
-    r = _load(recipe, set_)
-    if r.pretrain is None:
-        raise LmforgeError(f"recipe '{r.name}' has no pretrain section")
-    only = [s for s in ("data", "tokenizer", "pretrain") if getattr(r, s) is not None]
-    _print_outcome(run_recipe(r, out=out, only=only, resume=resume, force=force))
+    _run_through(recipe, out, set_, "pretrain", resume, force)
 
 
 @app.command()

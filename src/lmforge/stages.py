@@ -74,10 +74,14 @@ def _run_pretrain(ctx: StageContext, out: Path) -> StageResult:
     return run_pretrain_stage(ctx, out)
 
 
+def _model_identity(path: str | None) -> Any:
+    """A model directory's fingerprint; a built-in name, 'pretrain' or None as it is."""
+    return fingerprint_path(path) if path is not None and Path(path).is_dir() else path
+
+
 def _pretrain_inputs(recipe: Recipe) -> Any:
     assert recipe.pretrain is not None
-    path = recipe.pretrain.model.path
-    return fingerprint_path(path) if path is not None and Path(path).is_dir() else path
+    return _model_identity(recipe.pretrain.model.path)
 
 
 def _run_finetune(ctx: StageContext, out: Path) -> StageResult:
@@ -90,8 +94,7 @@ def _finetune_inputs(recipe: Recipe) -> Any:
     assert recipe.finetune is not None
     d, path = recipe.finetune.data, recipe.finetune.model.path
     files = [fingerprint_path(p) for p in (d.train, d.val, d.test) if p is not None]
-    model = fingerprint_path(path) if path is not None and Path(path).is_dir() else path
-    return {"files": files, "model": model}
+    return {"files": files, "model": _model_identity(path)}
 
 
 STAGE_SPECS: dict[str, StageSpec] = {

@@ -21,13 +21,14 @@ from lmforge.models.flops import count_params, flops_per_token
 from lmforge.models.presets import PRESETS, ModelPreset
 
 if TYPE_CHECKING:
-    from lmforge.models.build import build_config, build_model, load_pretrained
+    from lmforge.models.build import build_config, build_model, load_pretrained, special_token_ids
 
 # name -> module, imported on first attribute access (PEP 562)
 _LAZY = {
     "build_config": "lmforge.models.build",
     "build_model": "lmforge.models.build",
     "load_pretrained": "lmforge.models.build",
+    "special_token_ids": "lmforge.models.build",
 }
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "flops_per_token",
     "load_pretrained",
     "resolve_model_path",
+    "special_token_ids",
 ]
 
 

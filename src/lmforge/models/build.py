@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -151,6 +151,14 @@ def _auto_class(objective: str) -> type:
         "mlm": AutoModelForMaskedLM,
         "mlm+nsp": AutoModelForPreTraining,
     }[objective]
+
+
+SPECIAL_ROLES = ("pad", "bos", "eos", "unk", "mask", "cls", "sep")
+
+
+def special_token_ids(tokenizer: Any) -> dict[str, int | None]:
+    """The tokenizer's special-token ids by role, as ``build_model`` takes them."""
+    return {role: getattr(tokenizer, f"{role}_token_id") for role in SPECIAL_ROLES}
 
 
 def build_model(

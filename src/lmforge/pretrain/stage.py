@@ -125,7 +125,7 @@ def plot_loss(history: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
-    from lmforge.models import build_model, count_params, flops_per_token
+    from lmforge.models import build_model, count_params, flops_per_token, special_token_ids
     from lmforge.pretrain.loop import train
 
     cfg = ctx.recipe.pretrain
@@ -139,10 +139,7 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
     # ---------------------------------------------------------------- set-up
     tokenizer = load_tokenizer(cfg, ctx)
     data = prepare_data(cfg, tokenizer, data_dir, ctx.recipe.seed)
-    specials = {
-        k: getattr(tokenizer, f"{k}_token_id")
-        for k in ("pad", "bos", "eos", "unk", "mask", "cls", "sep")
-    }
+    specials = special_token_ids(tokenizer)
     torch.manual_seed(ctx.recipe.seed)  # the model's initial weights
     model = build_model(cfg.model, cfg.objective, len(tokenizer), specials)
     check_fit(cfg, model, tokenizer)

@@ -77,9 +77,13 @@ def encode(
             f"{[i for i, _ in unseen[:5]]} with {[lab for _, lab in unseen[:5]]}; "
             f"known labels: {info.labels}"
         )
-    full = tokenizer([d.text for d in docs], truncation=False, add_special_tokens=True)["input_ids"]
-    truncated = sum(len(x) > max_length for x in full)
-    ids = tokenizer([d.text for d in docs], truncation=True, max_length=max_length)["input_ids"]
+    texts = [d.text for d in docs]
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    ids = enc["input_ids"]
+    if enc.encodings is not None:  # fast tokenizers keep what truncation cut off
+        truncated = sum(bool(e.overflowing) for e in enc.encodings)
+    else:  # slow tokenizers: a second, untruncated pass
+        truncated = sum(len(x) > max_length for x in tokenizer(texts)["input_ids"])
     if info.multi_label:
         labels = torch.zeros(len(docs), len(info.labels))
         for i, d in enumerate(docs):
@@ -117,23 +121,15 @@ def predict(
 
     model.eval()
     out: list[Any] = []
-    with torch.no_grad():
-        return _predict(model, data, info, pad_id, batch_size, device, out)
-
-
-def _predict(model, data, info, pad_id, batch_size, device, out):  # noqa: ANN001, ANN202
-    import torch
-
     for start in range(0, len(data), batch_size):
         b = data.batch(list(range(start, min(start + batch_size, len(data)))), pad_id)
         b.pop("labels")
-        logits = model(**{k: v.to(device or "cpu") for k, v in b.items()}).logits.float().cpu()
+        with torch.no_grad():
+            logits = model(**{k: v.to(device or "cpu") for k, v in b.items()}).logits.float().cpu()
         if info.multi_label:
             out.extend(
-                [
-                    [info.labels[j] for j in torch.nonzero(row > 0).flatten().tolist()]
-                    for row in logits
-                ]
+                [info.labels[j] for j in torch.nonzero(row > 0).flatten().tolist()]
+                for row in logits
             )
         else:
             out.extend(info.labels[j] for j in logits.argmax(-1).tolist())
