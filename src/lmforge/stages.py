@@ -105,6 +105,6 @@ STAGE_SPECS: dict[str, StageSpec] = {
         StageSpec(
             "pretrain", ("data", "tokenizer"), _run_pretrain, _pretrain_inputs, resumable=True
         ),
-        StageSpec("finetune", ("data", "pretrain"), _run_finetune, _finetune_inputs),
+        StageSpec("finetune", ("data", "tokenizer", "pretrain"), _run_finetune, _finetune_inputs),
     )
 }

@@ -7,6 +7,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from lmforge.core.errors import DataError
 from lmforge.data.builtin import load_builtin
 from lmforge.data.document import Document
+from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.methods import MethodConfig, apply_method, trainable_parameters
 from lmforge.finetune.tasks import TASKS
 from lmforge.finetune.tasks.classification import LabelInfo
@@ -15,6 +16,10 @@ from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer.train import to_transformers, train_tokenizer
 
 TASK = TASKS.get("classification")
+
+
+def cfg(max_length=128, batch_size=16):
+    return FinetuneConfig(max_length=max_length, batch_size=batch_size)
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +37,14 @@ def wordpiece(bbc):
 def test_encode_counts_truncation_and_rejects_unseen_labels(wordpiece):
     docs = [Document("short text", label="a"), Document("word " * 500, label="b")]
     info = LabelInfo.from_documents(docs)
-    enc = TASK.encode(wordpiece, docs, info, 64)
-    assert enc.truncated == 1 and max(len(x) for x in enc.input_ids) == 64
-    assert enc.labels.tolist() == [0, 1]
+    enc = TASK.encode(wordpiece, docs, info, cfg(64), "train")
+    assert enc.truncated == 1 and max(len(f["input_ids"]) for f in enc.features) == 64
+    assert enc.batch([0, 1])["labels"].tolist() == [0, 1]
     with pytest.raises(
         DataError, match=r"'test' rows have labels never seen.*rows \[1\] with \['c'\]"
     ):
         TASK.encode(
-            wordpiece, [Document("x", label="a"), Document("y", label="c")], info, 64, "test"
+            wordpiece, [Document("x", label="a"), Document("y", label="c")], info, cfg(64), "test"
         )
     with pytest.raises(DataError, match="at least 2 labels"):
         LabelInfo.from_documents([Document("x", label="a")])
@@ -49,7 +54,8 @@ def test_multi_label_is_multi_hot(wordpiece):
     docs = [Document("x", label=["a", "b"]), Document("y", label=["c"])]
     info = LabelInfo.from_documents(docs)
     assert info.multi_label and info.labels == ["a", "b", "c"]
-    assert TASK.encode(wordpiece, docs, info, 16).labels.tolist() == [[1, 1, 0], [0, 0, 1]]
+    enc = TASK.encode(wordpiece, docs, info, cfg(16), "train")
+    assert enc.batch([0, 1])["labels"].tolist() == [[1, 1, 0], [0, 0, 1]]
 
 
 def test_linear_schedule():
@@ -71,16 +77,14 @@ def test_a_small_bert_learns_bbc_topics_from_scratch(bbc, wordpiece, tmp_path):
         max_position_embeddings=128,
     )
     BertForSequenceClassification(config).save_pretrained(tmp_path / "base")
-    model = TASK.load_model(str(tmp_path / "base"), info)
+    model = TASK.load_model(tmp_path / "base", info)
     assert model.config.id2label[0] == info.labels[0] and model.config.num_labels == 5
     model = apply_method("full", model, MethodConfig(), TASK.peft_task, total_steps=100)
-    train = TASK.encode(wordpiece, train_docs, info, 128)
-    test = TASK.encode(wordpiece, test_docs, info, 128, "test")
-    history = fit(
-        model, train, test, epochs=10, lr=1e-3, batch_size=16, pad_id=wordpiece.pad_token_id
-    )
+    train = TASK.encode(wordpiece, train_docs, info, cfg(), "train")
+    test = TASK.encode(wordpiece, test_docs, info, cfg(), "test")
+    history = fit(model, train, test, epochs=10, lr=1e-3, batch_size=16)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    m = TASK.metrics(test.references, TASK.predict(model, test, info, wordpiece.pad_token_id), info)
+    m = TASK.metrics(test.references, TASK.predict(model, test, wordpiece, info, cfg()), info)
     assert m["accuracy"] > 0.45, m  # chance is 0.2; the tokenizer trains multi-threaded, so ±0.05
     assert len(m["confusion_matrix"]) == 5
 
@@ -99,10 +103,10 @@ def test_lora_on_minilm_classifies_bbc(bbc):
     model = apply_method("lora", TASK.load_model(path, info), MethodConfig(), TASK.peft_task, 40)
     trainable, total = trainable_parameters(model)
     assert trainable < 0.01 * total
-    train = TASK.encode(tok, train_docs, info, 128)
-    test = TASK.encode(tok, test_docs, info, 128, "test")
-    fit(model, train, None, epochs=2, lr=2e-3, batch_size=16, pad_id=tok.pad_token_id)
-    m = TASK.metrics(test.references, TASK.predict(model, test, info, tok.pad_token_id), info)
+    train = TASK.encode(tok, train_docs, info, cfg(), "train")
+    test = TASK.encode(tok, test_docs, info, cfg(), "test")
+    fit(model, train, None, epochs=2, lr=2e-3, batch_size=16)
+    m = TASK.metrics(test.references, TASK.predict(model, test, tok, info, cfg()), info)
     assert m["accuracy"] > 0.8, m
 
 

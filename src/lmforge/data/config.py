@@ -34,7 +34,16 @@ class SourceConfig(StrictModel):
     text_column: str = Field(
         "text", description="Column/field holding the text (jsonl, csv, parquet)."
     )
-    label_column: str | None = Field(None, description="Column/field holding the label, if any.")
+    label_column: str | None = Field(
+        None,
+        description="Column/field holding the label, if any: a class (or list of classes), "
+        "BIO tags when the text column holds a token list, an answer (QA) or a target text.",
+    )
+    question_column: str | None = Field(
+        None,
+        description="Extractive QA: column with the question; the text column is the context, "
+        "the label column the answer (text, or SQuAD's {text, answer_start}).",
+    )
     txt_unit: Literal["file", "line", "paragraph"] = Field(
         "file",
         description="For .txt input: one document per file, per line, or per blank-line-separated paragraph.",

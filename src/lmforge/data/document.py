@@ -16,6 +16,8 @@ class Document:
             ``""`` for Chinese characters, ``" "`` otherwise) is ``text``.
         tags: one BIO tag per token, aligned with ``tokens``.
         image: for image data, rows of integer pixel values.
+        question: for extractive QA, the question; ``text`` is the context and ``label`` the
+            answer, found at character ``answer_start`` of the context.
         meta: provenance such as ``source``, ``title`` or ``id``.
     """
 
@@ -24,9 +26,11 @@ class Document:
     tokens: list[str] | None = None
     tags: list[str] | None = None
     image: list[list[int]] | None = None
+    question: str | None = None
+    answer_start: int | None = None
     meta: dict[str, str] = field(default_factory=dict)
 
     @property
     def aligned(self) -> bool:
         """True when the text carries per-token annotation, so text rewriting must not run."""
-        return self.tokens is not None or self.image is not None
+        return self.tokens is not None or self.image is not None or self.answer_start is not None

@@ -55,6 +55,8 @@ def _from_row(row: dict) -> Document:
         tokens=row.get("tokens"),
         tags=row.get("tags"),
         image=row.get("image"),
+        question=row.get("question"),
+        answer_start=row.get("answer_start"),
         meta=json.loads(meta) if isinstance(meta, str) else (meta or {}),
     )
 

@@ -103,7 +103,7 @@ def _label(value: Any) -> str | list[str] | None:
 
 
 def _check_columns(columns: list[str], cfg: SourceConfig, where: str) -> None:
-    for column in (cfg.text_column, cfg.label_column):
+    for column in (cfg.text_column, cfg.label_column, cfg.question_column):
         if column is not None and column not in columns:
             raise DataError(
                 f"{where} has no column '{column}'; its columns are: {', '.join(map(str, columns))} "
@@ -111,13 +111,38 @@ def _check_columns(columns: list[str], cfg: SourceConfig, where: str) -> None:
             )
 
 
+def _answer(value: Any) -> tuple[str | None, int | None]:
+    """An answer as text, or SQuAD's ``{"text": ..., "answer_start": ...}`` (lists: the first)."""
+    if not isinstance(value, dict):
+        return (None if value is None else str(value)), None
+    text, start = value.get("text"), value.get("answer_start")
+    if isinstance(text, list):
+        text, start = (text[0] if text else None), (start[0] if start else None)
+    return (None if text is None else str(text)), (None if start is None else int(start))
+
+
 def _record(row: dict[str, Any], cfg: SourceConfig, name: str, i: int) -> Document:
     text = row[cfg.text_column]
-    label = _label(row[cfg.label_column]) if cfg.label_column else None
+    label_value = row[cfg.label_column] if cfg.label_column else None
+    meta = {"source": name, "id": str(i)}
+    if isinstance(text, list | tuple):  # pre-tokenized (NER): the label column holds the tags
+        tokens = [str(t) for t in text]
+        tags = None if label_value is None else [str(t) for t in label_value]
+        joiner = "" if all(len(t) == 1 for t in tokens) else " "
+        return Document(joiner.join(tokens), tokens=tokens, tags=tags, meta=meta)
+    text = "" if text is None else str(text)
+    if cfg.question_column:
+        answer, start = _answer(label_value)
+        question = row[cfg.question_column]
+        return Document(
+            text,
+            label=answer,
+            question=None if question is None else str(question),
+            answer_start=start,
+            meta=meta,
+        )
     # empty texts are kept: the length filter removes them and reports how many
-    return Document(
-        "" if text is None else str(text), label=label, meta={"source": name, "id": str(i)}
-    )
+    return Document(text, label=_label(label_value), meta=meta)
 
 
 def _txt(path: Path, cfg: SourceConfig, stats: LoadStats, name: str) -> Iterator[Document]:
@@ -184,7 +209,7 @@ def _parquet(path: Path, cfg: SourceConfig, stats: LoadStats, name: str) -> Iter
     except Exception as e:  # pyarrow raises OSError, ArrowInvalid, ... for unreadable files
         raise DataError(f"cannot read {path} as Parquet: {e}") from None
     _check_columns(table.column_names, cfg, str(path))
-    wanted = [c for c in (cfg.text_column, cfg.label_column) if c]
+    wanted = [c for c in (cfg.text_column, cfg.label_column, cfg.question_column) if c]
     for i, row in enumerate(table.select(wanted).to_pylist()):
         yield _record(row, cfg, name, i)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from lmforge.core.schema import ExistingPath, FractionCO, PositiveInt, StrictModel
+from lmforge.finetune.fewshot_config import INFERENCE_METHODS, FewShotConfig
 from lmforge.finetune.methods import MethodConfig
 
 
@@ -16,12 +17,20 @@ class FinetuneModel(StrictModel):
         description="A Hugging Face model directory, a built-in model (minilm-l6, smollm2-135m), "
         "or 'pretrain' for this run's pretrained model.",
     )
+    preset: str | None = Field(
+        None,
+        description="Train this architecture from scratch instead (the task lists its presets, "
+        "e.g. bert-tiny, vit-tiny, t5-tiny); text presets use this run's tokenizer.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneModel:
-        if self.path is None:
-            raise ValueError("give model.path (a directory, minilm-l6, smollm2-135m or 'pretrain')")
-        if self.path != "pretrain":
+        if (self.path is None) == (self.preset is None):
+            raise ValueError(
+                "give model.path (a directory, minilm-l6, smollm2-135m or 'pretrain') "
+                "or model.preset, not both"
+            )
+        if self.path is not None and self.path != "pretrain":
             from lmforge.models import check_model_path
 
             check_model_path(self.path)
@@ -41,8 +50,17 @@ class FinetuneData(StrictModel):
     test: ExistingPath | None = Field(
         None, description="Test file; default: the data stage's test split."
     )
-    text_column: str = Field("text", description="Column holding the text.")
-    label_column: str = Field("label", description="Column holding the label.")
+    text_column: str = Field(
+        "text",
+        description="Column holding the input: text, a token list (NER), the context (QA), "
+        "the source sentence (translation) or the instruction.",
+    )
+    label_column: str = Field(
+        "label",
+        description="Column holding the label: class (classification), BIO tags (NER), answer "
+        "(QA), target text (translation), response (instruction).",
+    )
+    question_column: str = Field("question", description="Extractive QA: the question column.")
     limit: PositiveInt | None = Field(None, description="Use at most this many training rows.")
 
 
@@ -50,10 +68,14 @@ class FinetuneConfig(StrictModel):
     """Fine-tune a model on a task with a full or parameter-efficient method."""
 
     task: str = Field(
-        "classification", description="Task (see lmforge.finetune.tasks): classification."
+        "classification",
+        description="classification, token-classification, extractive-qa, instruction, "
+        "translation or image-classification.",
     )
     method: str = Field(
-        "lora", description="full, linear-probe, lora, adalora, ia3, prefix or prompt."
+        "lora",
+        description="full, linear-probe, lora, adalora, ia3, prefix, prompt, adapter; or, "
+        "without training, zero-shot / in-context (see fewshot).",
     )
     method_config: MethodConfig = Field(
         default_factory=MethodConfig, description="Method hyperparameters."
@@ -73,15 +95,29 @@ class FinetuneConfig(StrictModel):
     merge: bool = Field(
         False, description="Also save a merged model (LoRA/IA3) that plain transformers loads."
     )
+    generation_max_tokens: PositiveInt = Field(
+        64, description="Instruction / translation: most new tokens generated per test example."
+    )
+    fewshot: FewShotConfig | None = Field(
+        None, description="Zero-shot and few-shot classification: shots, curve, prompts."
+    )
 
     @model_validator(mode="after")
     def _known(self) -> FinetuneConfig:
-        import lmforge.finetune.tasks.classification  # noqa: F401 - registers the task
         from lmforge.finetune.methods import METHODS
         from lmforge.finetune.tasks import TASKS
 
         if self.task not in TASKS:
             raise ValueError(TASKS.unknown_message(self.task))
-        if self.method not in METHODS:
-            raise ValueError(METHODS.unknown_message(self.method))
+        if self.method not in METHODS and self.method not in INFERENCE_METHODS:
+            raise ValueError(
+                METHODS.unknown_message(self.method) + f" (or, without training: "
+                f"{', '.join(INFERENCE_METHODS)})"
+            )
+        task = TASKS.get(self.task)
+        if self.model.preset is not None and self.model.preset not in task.presets:
+            raise ValueError(
+                f"model.preset: {self.model.preset!r} is not a preset of the {self.task!r} task; "
+                f"it has: {', '.join(task.presets) or 'none (give model.path)'}"
+            )
         return self

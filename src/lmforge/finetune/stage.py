@@ -2,16 +2,18 @@
 
 Outputs (in the stage directory):
     model/             the fine-tuned model: a peft adapter (PEFT methods; loads with
-                       ``PeftModel.from_pretrained``) or a full model, plus the tokenizer
+                       ``PeftModel.from_pretrained``) or a full model, plus its tokenizer or
+                       image processor
     merged/            with ``merge: true``: adapter merged into a plain transformers model
     predictions.jsonl  test-split predictions next to their references
-    confusion.png      confusion matrix on the test split (classification)
+    *.png              the task's plots (classification: confusion.png)
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,7 @@ from lmforge.data.document import Document
 from lmforge.finetune.config import FinetuneConfig
 
 if TYPE_CHECKING:
+    from lmforge.finetune.tasks.base import Encoded, Splits, Task
     from lmforge.stages import StageContext
 
 
@@ -37,7 +40,10 @@ def load_labelled(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, list[Docu
         path = getattr(cfg.data, split)
         if path is not None:
             src = SourceConfig(
-                path=path, text_column=cfg.data.text_column, label_column=cfg.data.label_column
+                path=path,
+                text_column=cfg.data.text_column,
+                label_column=cfg.data.label_column,
+                question_column=cfg.data.question_column if cfg.task == "extractive-qa" else None,
             )
             out[split] = load_source(src, LoadStats())
         elif data_dir is not None:
@@ -46,6 +52,8 @@ def load_labelled(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, list[Docu
             out[split] = []
     if cfg.data.limit:
         out["train"] = out["train"][: cfg.data.limit]
+    if not out["train"]:
+        raise DataError("finetune has no training data (finetune.data.train or a data section)")
     if not out["test"]:
         logger.warning("finetune: no test split; reporting metrics on the val split")
         out["test"] = out["val"]
@@ -70,50 +78,61 @@ def model_dir(cfg: FinetuneConfig, ctx: StageContext) -> Path:
     return resolve_model_path(cfg.model.path)
 
 
-def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
-    import torch
-    from transformers import AutoTokenizer
+def starting_model(task: Task, cfg: FinetuneConfig, ctx: StageContext, info: Any) -> tuple:
+    """(model with the task head, tokenizer or image processor)."""
+    if cfg.model.preset is not None:
+        assert task.from_preset is not None
+        return task.from_preset(cfg.model.preset, info, ctx.stage_dir("tokenizer"))
+    path = model_dir(cfg, ctx)
+    processor = task.load_processor(path)
+    return task.load_model(path, info), processor
 
-    import lmforge.finetune.tasks.classification  # noqa: F401 - registers the task
-    from lmforge.evaluate.metrics import plot_confusion_matrix
-    from lmforge.finetune.methods import METHODS, apply_method, trainable_parameters
-    from lmforge.finetune.tasks import TASKS
-    from lmforge.finetune.tasks.classification import LabelInfo
+
+@dataclass
+class Trained:
+    """What ``train_and_test`` returns: the trained model and its test results."""
+
+    model: Any
+    encoded: dict[str, Encoded]
+    predictions: list[Any]
+    scores: dict[str, Any]
+    history: list[dict[str, float]]
+    trainable: int
+    total: int
+    train_seconds: float
+
+
+def train_and_test(
+    task: Task, cfg: FinetuneConfig, splits: Splits, info: Any, model: Any, processor: Any, seed: int
+) -> Trained:
+    """Apply the method, train on ``splits["train"]``, predict and score ``splits["test"]``."""
+    import torch
+
+    from lmforge.finetune.methods import apply_method, trainable_parameters
     from lmforge.finetune.train import fit
 
-    cfg = ctx.recipe.finetune
-    assert cfg is not None
-    task = TASKS.get(cfg.task)
-
-    # ---------------------------------------------------------------- set-up
-    splits = load_labelled(cfg, ctx)
-    info = LabelInfo.from_documents(splits["train"])
-    path = model_dir(cfg, ctx)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:  # decoders: pad with EOS, as GPT-2 classifiers do
-        tokenizer.pad_token = tokenizer.eos_token
-    pad_id = tokenizer.pad_token_id
-    encoded = {
-        s: task.encode(tokenizer, docs, info, cfg.max_length, s)
-        for s, docs in splits.items()
-        if docs
-    }
-    torch.manual_seed(ctx.recipe.seed)
-    model = task.load_model(str(path), info)
-    model.config.pad_token_id = pad_id
+    encoded = {s: task.encode(processor, docs, info, cfg, s) for s, docs in splits.items() if docs}
+    for split, enc in encoded.items():
+        if enc.truncated:
+            logger.warning(
+                "finetune: %d of %d '%s' examples are longer than max_length=%d and were truncated",
+                enc.truncated,
+                len(splits[split]),
+                split,
+                cfg.max_length,
+            )
     steps = cfg.epochs * -(-len(encoded["train"]) // cfg.batch_size)
     model = apply_method(cfg.method, model, cfg.method_config, task.peft_task, steps)
     trainable, total = trainable_parameters(model)
     logger.info(
-        "finetune: %s on %d examples (%d labels), %s trainable of %s params",
+        "finetune: %s %s on %d examples, %s trainable of %s params",
+        cfg.task,
         cfg.method,
-        len(encoded["train"]),
-        len(info.labels),
+        len(splits["train"]),
         f"{trainable:,}",
         f"{total:,}",
     )
-
-    # ---------------------------------------------------------------- train
+    torch.manual_seed(seed)
     t0 = time.perf_counter()
     history = fit(
         model,
@@ -122,61 +141,75 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
         epochs=cfg.epochs,
         lr=cfg.lr,
         batch_size=cfg.batch_size,
-        pad_id=pad_id,
-        seed=ctx.recipe.seed,
+        seed=seed,
         weight_decay=cfg.weight_decay,
         warmup_ratio=cfg.warmup_ratio,
     )
     train_seconds = time.perf_counter() - t0
-    for record in history:
+    test = encoded["test"]
+    predictions = task.predict(model, test, processor, info, cfg)
+    scores = task.metrics(test.references, predictions, info)
+    return Trained(model, encoded, predictions, scores, history, trainable, total, train_seconds)
+
+
+def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
+    import torch
+
+    from lmforge.finetune.fewshot_config import INFERENCE_METHODS
+    from lmforge.finetune.methods import METHODS
+    from lmforge.finetune.tasks import TASKS
+
+    cfg = ctx.recipe.finetune
+    assert cfg is not None
+    if cfg.method in INFERENCE_METHODS or (cfg.fewshot is not None and cfg.fewshot.curve):
+        from lmforge.finetune.fewshot import run_fewshot
+
+        return run_fewshot(ctx, out)
+    task = TASKS.get(cfg.task)
+    splits = load_labelled(cfg, ctx)
+    if cfg.fewshot is not None and cfg.fewshot.shots:
+        from lmforge.finetune.fewshot import k_shot
+
+        splits["train"] = k_shot(splits["train"], cfg.fewshot.shots, ctx.recipe.seed)
+    info = task.prepare(splits)
+    torch.manual_seed(ctx.recipe.seed)
+    model, processor = starting_model(task, cfg, ctx, info)
+    run = train_and_test(task, cfg, splits, info, model, processor, ctx.recipe.seed)
+    for record in run.history:
         ctx.metrics.log_dict(
             "finetune", {k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"]
         )
 
-    # ---------------------------------------------------------------- test and save
-    test = encoded["test"]
-    predictions = task.predict(model, test, info, pad_id)
-    scores = task.metrics(test.references, predictions, info)
-    model.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")
+    run.model.save_pretrained(out / "model")
+    processor.save_pretrained(out / "model")
+    write_predictions(out / "predictions.jsonl", splits["test"], run.encoded["test"], run.predictions)
     artifacts = {"model": "model", "predictions": "predictions.jsonl"}
-    with (out / "predictions.jsonl").open("w", encoding="utf-8") as f:
-        for doc, pred in zip(splits["test"], predictions, strict=True):
-            f.write(
-                json.dumps(
-                    {"text": doc.text[:300], "label": doc.label, "prediction": pred},
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
-    if "confusion_matrix" in scores:
-        plot_confusion_matrix(
-            scores["confusion_matrix"],
-            info.labels,
-            out / "confusion.png",
-            f"{ctx.recipe.name}: test",
-        )
-        artifacts["confusion_matrix"] = "confusion.png"
+    if task.report is not None:
+        artifacts.update(task.report(run.scores, info, out, f"{ctx.recipe.name}: test"))
     metrics: dict[str, Any] = {
-        **{k: v for k, v in scores.items() if isinstance(v, int | float)},
-        "per_class": scores.get("per_class"),
-        "labels": info.labels,
-        "train_examples": len(encoded["train"]),
-        "test_examples": len(test),
-        "truncated_train": encoded["train"].truncated,
-        "trainable_params": trainable,
-        "total_params": total,
-        "trainable_fraction": trainable / total,
-        "train_seconds": train_seconds,
-        "history": history,
+        **{k: v for k, v in run.scores.items() if isinstance(v, int | float)},
+        **{k: run.scores[k] for k in ("per_class", "per_type") if k in run.scores},
+        "train_examples": len(splits["train"]),
+        "test_examples": len(splits["test"]),
+        "truncated_train": run.encoded["train"].truncated,
+        "trainable_params": run.trainable,
+        "total_params": run.total,
+        "trainable_fraction": run.trainable / run.total,
+        "train_seconds": run.train_seconds,
+        "history": run.history,
     }
-    if cfg.task == "classification" and not info.multi_label:
-        metrics["baseline"] = _baseline(splits, info, task)
-        metrics["accuracy_vs_baseline"] = scores["accuracy"] / max(
-            metrics["baseline"]["accuracy"], 1e-9
-        )
+    if getattr(info, "labels", None) is not None:
+        metrics["labels"] = info.labels
+    if task.baseline is not None:
+        base = task.baseline(splits, info)
+        if base is not None:
+            metrics["baseline"] = base
+            key = task.main_metric
+            if key in run.scores and key in base:
+                metrics[f"{key}_vs_baseline"] = run.scores[key] / max(base[key], 1e-9)
     if cfg.merge and METHODS.get(cfg.method).uses_peft:
-        metrics["merge_max_abs_diff"] = _merge(model, test, pad_id, out / "merged", tokenizer)
+        merged = merge_adapter(run.model, run.encoded["test"], out / "merged", processor)
+        metrics["merge_max_abs_diff"] = merged
         artifacts["merged"] = "merged"
     ctx.metrics.log_dict(
         "finetune", {k: v for k, v in metrics.items() if isinstance(v, int | float)}
@@ -184,26 +217,26 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
     return StageResult(metrics=metrics, artifacts=artifacts)
 
 
-def _baseline(splits: dict[str, list[Document]], info: Any, task: Any) -> dict[str, Any]:
-    """TF-IDF + logistic regression on the same train/test split."""
-    from lmforge.finetune.baselines import tfidf_logreg
+def write_predictions(
+    path: Path, docs: list[Document], test: Encoded, predictions: list[Any]
+) -> None:
+    """One JSON line per test example: its input (shortened), reference and prediction."""
+    with path.open("w", encoding="utf-8") as f:
+        for doc, ref, pred in zip(docs, test.references, predictions, strict=True):
+            row: dict[str, Any] = {"text": doc.text[:300]}
+            if doc.question is not None:
+                row["question"] = doc.question
+            if doc.meta.get("id"):
+                row["id"] = doc.meta["id"]
+            row.update(reference=ref, prediction=pred)
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
-    train, test = splits["train"], splits["test"]
-    preds = tfidf_logreg([d.text for d in train], [d.label for d in train], [d.text for d in test])
-    scores = task.metrics([d.label for d in test], preds, info)
-    return {
-        "method": "tfidf+logreg",
-        "accuracy": scores["accuracy"],
-        "macro_f1": scores["macro_f1"],
-    }
 
-
-def _merge(model: Any, test: Any, pad_id: int, dest: Path, tokenizer: Any) -> float:
+def merge_adapter(model: Any, test: Encoded, dest: Path, processor: Any) -> float:
     """Merge the adapter into the base weights, save, and return the max output difference."""
     import torch
 
-    batch = test.batch(list(range(min(16, len(test)))), pad_id)
-    batch.pop("labels")
+    batch = test.batch(list(range(min(16, len(test)))))
     model.eval()
     with torch.no_grad():
         before = model(**batch).logits
@@ -213,5 +246,5 @@ def _merge(model: Any, test: Any, pad_id: int, dest: Path, tokenizer: Any) -> fl
             raise LmforgeError(f"finetune.merge: this method cannot be merged ({e})") from None
         diff = (merged(**batch).logits - before).abs().max().item()
     merged.save_pretrained(dest)
-    tokenizer.save_pretrained(dest)
+    processor.save_pretrained(dest)
     return diff

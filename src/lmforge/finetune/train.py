@@ -19,12 +19,12 @@ def linear_schedule(step: int, total: int, warmup: int) -> float:
 
 
 @torch.no_grad()
-def mean_loss(model: Any, data: Any, pad_id: int, batch_size: int, device: torch.device) -> float:
+def mean_loss(model: Any, data: Any, batch_size: int, device: torch.device) -> float:
     model.eval()
     total, n = 0.0, 0
     for start in range(0, len(data), batch_size):
         idx = list(range(start, min(start + batch_size, len(data))))
-        batch = {k: v.to(device) for k, v in data.batch(idx, pad_id).items()}
+        batch = {k: v.to(device) for k, v in data.batch(idx).items()}
         total += model(**batch).loss.item() * len(idx)
         n += len(idx)
     return total / max(n, 1)
@@ -38,7 +38,6 @@ def fit(
     epochs: int,
     lr: float,
     batch_size: int,
-    pad_id: int,
     seed: int = 0,
     weight_decay: float = 0.01,
     warmup_ratio: float = 0.1,
@@ -62,7 +61,7 @@ def fit(
             running = 0.0
             for start in range(0, len(train), batch_size):
                 idx = order[start : start + batch_size].tolist()
-                batch = {k: v.to(device) for k, v in train.batch(idx, pad_id).items()}
+                batch = {k: v.to(device) for k, v in train.batch(idx).items()}
                 for group in optimizer.param_groups:
                     group["lr"] = lr * linear_schedule(step, total, warmup)
                 loss = model(**batch).loss
@@ -78,6 +77,6 @@ def fit(
                 advance(1, f"epoch {epoch + 1}/{epochs}  loss {loss.item():.3f}")
             record = {"epoch": epoch + 1, "train_loss": running / len(train)}
             if val is not None and len(val):
-                record["val_loss"] = mean_loss(model, val, pad_id, batch_size, device)
+                record["val_loss"] = mean_loss(model, val, batch_size, device)
             history.append(record)
     return history

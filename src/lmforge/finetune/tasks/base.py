@@ -1,23 +1,104 @@
-"""What a fine-tuning task is: its data encoding, model head, predictions and metrics."""
+"""What a fine-tuning task is: its data checks, model head, encoding, predictions and metrics.
+
+Adding a task is adding one module in this package that calls ``TASKS.add`` (and importing it
+in ``__init__``). The finetune stage drives every task through the same steps::
+
+    info = task.prepare(splits)                       # labels/vocab; rejects bad rows by index
+    processor = task.load_processor(model_dir)        # tokenizer or image processor
+    model = task.load_model(model_dir, info)          # AutoModelFor<head>.from_pretrained
+    enc = task.encode(processor, docs, info, cfg, split)   # -> Encoded
+    fit(model, enc["train"], enc["val"])              # batches: enc.batch(idx) incl. "labels"
+    preds = task.predict(model, enc["test"], processor, info, cfg)  # one per test example
+    scores = task.metrics(enc["test"].references, preds, info)
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lmforge.core.registry import Registry
+from lmforge.data.document import Document
+
+if TYPE_CHECKING:
+    import torch
+
+Splits = dict[str, list[Document]]  # "train", "val", "test" (val/test may be empty)
+
+
+@dataclass
+class Encoded:
+    """A split turned into model inputs.
+
+    ``features`` are what the model trains on, ``references`` what predictions are scored
+    against: one per example. They differ in length when an example yields several features
+    (extractive QA's sliding windows); such tasks keep the example index in each feature.
+    """
+
+    features: list[dict[str, Any]]
+    references: list[Any]
+    collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]  # -> batch incl. labels
+    truncated: int = 0  # examples cut by max_length
+    warnings: dict[str, int] = field(default_factory=dict)  # counted, already logged
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def batch(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        return self.collate([self.features[i] for i in idx])
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The model's tokenizer; decoders without a pad token pad with EOS (as GPT-2 heads do)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def pad_sequences(rows: list[list[int]], value: int) -> torch.Tensor:
+    """Right-pad integer lists to one (N, max_len) long tensor."""
+    import torch
+
+    out = torch.full((len(rows), max((len(r) for r in rows), default=0)), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
     description: str
-    peft_task: str  # peft TaskType name: SEQ_CLS, TOKEN_CLS, QUESTION_ANS, CAUSAL_LM, SEQ_2_SEQ_LM
-    load_model: Callable[..., Any]  # (path, label_info) -> transformers model with the head
-    encode: Callable[..., Any]  # (tokenizer, documents, label_info, max_length) -> encoded set
-    predict: Callable[..., Any]  # (model, encoded, batch_size, device) -> predictions
-    metrics: Callable[..., dict[str, Any]]  # (references, predictions, label_info) -> metrics
+    # peft TaskType name: SEQ_CLS, TOKEN_CLS, QUESTION_ANS, CAUSAL_LM, SEQ_2_SEQ_LM, or
+    # "FEATURE_EXTRACTION" for heads peft has no type for (image classification)
+    peft_task: str
+    # (splits) -> task info (labels, ...); raises DataError naming rows and fields
+    prepare: Callable[[Splits], Any]
+    # (model_dir, info) -> model with this task's head; LmforgeError if the architecture cannot
+    load_model: Callable[[Path, Any], Any]
+    # (processor, docs, info, finetune config, split name) -> Encoded
+    encode: Callable[..., Encoded]
+    # (model, encoded, processor, info, finetune config) -> one prediction per example
+    predict: Callable[..., list[Any]]
+    # (references, predictions, info) -> metrics (numbers at the top level go to summary.json)
+    metrics: Callable[[list[Any], list[Any], Any], dict[str, Any]]
+    # (model_dir) -> tokenizer or image processor
+    load_processor: Callable[[Path], Any] = load_tokenizer
+    # from-scratch starting points this task accepts as finetune.model.preset
+    presets: tuple[str, ...] = ()
+    # (preset, info, tokenizer_dir or None) -> (model, processor), freshly initialised
+    from_preset: Callable[[str, Any, Path | None], tuple[Any, Any]] | None = None
+    # (splits, info) -> a classic baseline's test metrics, trained on the same train split
+    baseline: Callable[[Splits, Any], dict[str, Any]] | None = None
+    # (scores, info, out_dir, title) -> {artifact name: file name} (plots)
+    report: Callable[[dict[str, Any], Any, Path, str], dict[str, str]] | None = None
+    # the metric a user reads first (the baseline ratio and the few-shot curve use it)
+    main_metric: str = "accuracy"
 
 
 TASKS: Registry[Task] = Registry("fine-tuning task")

@@ -1,17 +1,20 @@
 """Text classification, single-label (softmax) or multi-label (sigmoid, a list of labels per
-text): sentiment, topic, intent. Head: ``AutoModelForSequenceClassification``."""
+text): sentiment, topic, intent. Head: ``AutoModelForSequenceClassification``.
+
+Data: ``text_column`` holds the text, ``label_column`` the label (a list for multi-label).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from lmforge.core.errors import DataError
 from lmforge.data.document import Document
-from lmforge.finetune.tasks.base import TASKS, Task
+from lmforge.finetune.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
 
-if TYPE_CHECKING:
-    import torch
+ENCODER_PRESETS = ("bert-tiny", "bert-small")
 
 
 @dataclass(frozen=True)
@@ -34,98 +37,113 @@ class LabelInfo:
             )
         return cls(sorted(names), multi)
 
-
-@dataclass
-class Encoded:
-    input_ids: list[list[int]]
-    labels: torch.Tensor  # (N,) class ids, or (N, C) multi-hot
-    references: list[Any]
-    truncated: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def batch(self, idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
-        import torch
-
-        rows = [self.input_ids[i] for i in idx]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": self.labels[idx]}
+    def check(self, docs: list[Document], split: str) -> None:
+        """Raise naming the rows of ``docs`` whose labels training never saw."""
+        known = set(self.labels)
+        unseen = [
+            (i, d.label)
+            for i, d in enumerate(docs)
+            if d.label is None
+            or any(x not in known for x in (d.label if self.multi_label else [d.label]))
+        ]
+        if unseen:
+            raise DataError(
+                f"{len(unseen)} '{split}' rows have labels never seen in training, e.g. rows "
+                f"{[i for i, _ in unseen[:5]]} with {[lab for _, lab in unseen[:5]]}; "
+                f"known labels: {self.labels}"
+            )
 
 
-def encode(
-    tokenizer: Any, docs: list[Document], info: LabelInfo, max_length: int, split: str = "train"
-) -> Encoded:
-    """Tokenize with truncation (counted) and map labels to ids; unseen labels name their rows."""
-    import torch
+def prepare(splits: Splits) -> LabelInfo:
+    info = LabelInfo.from_documents(splits["train"])
+    for split in ("val", "test"):
+        info.check(splits.get(split) or [], split)
+    return info
 
-    index = {name: i for i, name in enumerate(info.labels)}
-    unseen = [
-        (i, d.label)
-        for i, d in enumerate(docs)
-        if any(x not in index for x in (d.label if info.multi_label else [d.label]))
-    ]
-    if unseen:
-        raise DataError(
-            f"{len(unseen)} '{split}' rows have labels never seen in training, e.g. rows "
-            f"{[i for i, _ in unseen[:5]]} with {[lab for _, lab in unseen[:5]]}; "
-            f"known labels: {info.labels}"
-        )
-    texts = [d.text for d in docs]
-    enc = tokenizer(texts, truncation=True, max_length=max_length)
+
+def tokenize_counting_truncation(
+    tokenizer: Any, texts: list[str], max_length: int, **kwargs: Any
+) -> tuple[list[list[int]], int]:
+    """Token ids truncated to ``max_length``, and how many texts were cut."""
+    enc = tokenizer(texts, truncation=True, max_length=max_length, **kwargs)
     ids = enc["input_ids"]
     if enc.encodings is not None:  # fast tokenizers keep what truncation cut off
         truncated = sum(bool(e.overflowing) for e in enc.encodings)
     else:  # slow tokenizers: a second, untruncated pass
-        truncated = sum(len(x) > max_length for x in tokenizer(texts)["input_ids"])
-    if info.multi_label:
-        labels = torch.zeros(len(docs), len(info.labels))
-        for i, d in enumerate(docs):
-            labels[i, [index[x] for x in d.label]] = 1.0
-    else:
-        labels = torch.tensor([index[d.label] for d in docs], dtype=torch.long)
-    return Encoded(ids, labels, [d.label for d in docs], truncated)
+        truncated = sum(len(x) > max_length for x in tokenizer(texts, **kwargs)["input_ids"])
+    return ids, truncated
 
 
-def load_model(path: str, info: LabelInfo) -> Any:
+def text_collate(pad_id: int) -> Any:
+    """Batches of ``{"input_ids": [...], "labels": ...}`` features: padded, with a mask."""
+    import torch
+
+    def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = pad_sequences([f["input_ids"] for f in features], pad_id)
+        mask = pad_sequences([[1] * len(f["input_ids"]) for f in features], 0)
+        labels = features[0]["labels"]
+        if isinstance(labels, list):  # multi-hot
+            y = torch.tensor([f["labels"] for f in features], dtype=torch.float)
+        else:
+            y = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask, "labels": y}
+
+    return collate
+
+
+def encode(tokenizer: Any, docs: list[Document], info: LabelInfo, cfg: Any, split: str) -> Encoded:
+    """Tokenize with truncation (counted) and map labels to ids."""
+    info.check(docs, split)
+    index = {name: i for i, name in enumerate(info.labels)}
+    ids, truncated = tokenize_counting_truncation(tokenizer, [d.text for d in docs], cfg.max_length)
+    features = []
+    for row, d in zip(ids, docs, strict=True):
+        if info.multi_label:
+            y: Any = [0.0] * len(info.labels)
+            for x in d.label:  # type: ignore[union-attr]
+                y[index[x]] = 1.0
+        else:
+            y = index[d.label]  # type: ignore[index]
+        features.append({"input_ids": row, "labels": y})
+    return Encoded(features, [d.label for d in docs], text_collate(tokenizer.pad_token_id), truncated)
+
+
+def load_model(path: Path, info: LabelInfo) -> Any:
     from transformers import AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(
+    from lmforge.finetune.tasks.heads import load_head
+
+    return load_head(
+        AutoModelForSequenceClassification,
         path,
+        "classification",
         num_labels=len(info.labels),
         id2label=dict(enumerate(info.labels)),
         label2id={n: i for i, n in enumerate(info.labels)},
         problem_type="multi_label_classification"
         if info.multi_label
         else "single_label_classification",
-        # a checkpoint fine-tuned for other labels has a head of another size: start it afresh
-        ignore_mismatched_sizes=True,
     )
 
 
-def predict(
-    model: Any,
-    data: Encoded,
-    info: LabelInfo,
-    pad_id: int,
-    batch_size: int = 32,
-    device: torch.device | None = None,
-) -> list[Any]:
+def logits_in_batches(model: Any, data: Encoded, batch_size: int = 32) -> Any:
+    """Eval-mode logits over ``data`` in order, as one float CPU tensor per batch."""
     import torch
 
     model.eval()
-    out: list[Any] = []
+    device = next(model.parameters()).device
     for start in range(0, len(data), batch_size):
-        b = data.batch(list(range(start, min(start + batch_size, len(data)))), pad_id)
+        b = data.batch(list(range(start, min(start + batch_size, len(data)))))
         b.pop("labels")
         with torch.no_grad():
-            logits = model(**{k: v.to(device or "cpu") for k, v in b.items()}).logits.float().cpu()
+            yield model(**{k: v.to(device) for k, v in b.items()}).logits.float().cpu()
+
+
+def predict(model: Any, data: Encoded, processor: Any, info: LabelInfo, cfg: Any) -> list[Any]:
+    import torch
+
+    out: list[Any] = []
+    for logits in logits_in_batches(model, data, cfg.batch_size * 2):
         if info.multi_label:
             out.extend(
                 [info.labels[j] for j in torch.nonzero(row > 0).flatten().tolist()]
@@ -144,15 +162,47 @@ def metrics(references: list[Any], predictions: list[Any], info: LabelInfo) -> d
     return classification_metrics(references, predictions, info.labels)
 
 
+def baseline(splits: Splits, info: LabelInfo) -> dict[str, Any] | None:
+    """TF-IDF + logistic regression on the same train/test split (single-label only)."""
+    from lmforge.finetune.baselines import tfidf_logreg
+
+    if info.multi_label:
+        return None
+    train, test = splits["train"], splits["test"]
+    preds = tfidf_logreg([d.text for d in train], [d.label for d in train], [d.text for d in test])
+    scores = metrics([d.label for d in test], preds, info)
+    return {"method": "tfidf+logreg", "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+
+
+def report(scores: dict[str, Any], info: LabelInfo, out: Path, title: str) -> dict[str, str]:
+    from lmforge.evaluate.metrics import plot_confusion_matrix
+
+    if "confusion_matrix" not in scores:
+        return {}
+    plot_confusion_matrix(scores["confusion_matrix"], info.labels, out / "confusion.png", title)
+    return {"confusion_matrix": "confusion.png"}
+
+
+def from_preset(preset: str, info: LabelInfo, tokenizer_dir: Path | None) -> tuple[Any, Any]:
+    from lmforge.finetune.tasks.heads import encoder_from_preset
+
+    return encoder_from_preset(preset, tokenizer_dir, lambda p: load_model(p, info))
+
+
 TASKS.add(
     "classification",
     Task(
         "classification",
         "single- or multi-label text classification (sentiment, topic, intent)",
         "SEQ_CLS",
+        prepare,
         load_model,
         encode,
         predict,
         metrics,
+        presets=ENCODER_PRESETS,
+        from_preset=from_preset,
+        baseline=baseline,
+        report=report,
     ),
 )
