@@ -16,7 +16,9 @@ class FewShotConfig(StrictModel):
     """k-shot sampling, prompts and label descriptions for zero-/few-shot classification."""
 
     shots: int = Field(
-        0, ge=0, description="Examples per class drawn from train (k): in-context examples, "
+        0,
+        ge=0,
+        description="Examples per class drawn from train (k): in-context examples, "
         "or the k-shot training set of a training method.",
     )
     curve: list[int] | None = Field(

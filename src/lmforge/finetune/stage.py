@@ -103,7 +103,13 @@ class Trained:
 
 
 def train_and_test(
-    task: Task, cfg: FinetuneConfig, splits: Splits, info: Any, model: Any, processor: Any, seed: int
+    task: Task,
+    cfg: FinetuneConfig,
+    splits: Splits,
+    info: Any,
+    model: Any,
+    processor: Any,
+    seed: int,
 ) -> Trained:
     """Apply the method, train on ``splits["train"]``, predict and score ``splits["test"]``."""
     import torch
@@ -182,7 +188,9 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
 
     run.model.save_pretrained(out / "model")
     processor.save_pretrained(out / "model")
-    write_predictions(out / "predictions.jsonl", splits["test"], run.encoded["test"], run.predictions)
+    write_predictions(
+        out / "predictions.jsonl", splits["test"], run.encoded["test"], run.predictions
+    )
     artifacts = {"model": "model", "predictions": "predictions.jsonl"}
     if task.report is not None:
         artifacts.update(task.report(run.scores, info, out, f"{ctx.recipe.name}: test"))

@@ -105,7 +105,9 @@ def encode(tokenizer: Any, docs: list[Document], info: LabelInfo, cfg: Any, spli
         else:
             y = index[d.label]  # type: ignore[index]
         features.append({"input_ids": row, "labels": y})
-    return Encoded(features, [d.label for d in docs], text_collate(tokenizer.pad_token_id), truncated)
+    return Encoded(
+        features, [d.label for d in docs], text_collate(tokenizer.pad_token_id), truncated
+    )
 
 
 def load_model(path: Path, info: LabelInfo) -> Any:
@@ -171,7 +173,11 @@ def baseline(splits: Splits, info: LabelInfo) -> dict[str, Any] | None:
     train, test = splits["train"], splits["test"]
     preds = tfidf_logreg([d.text for d in train], [d.label for d in train], [d.text for d in test])
     scores = metrics([d.label for d in test], preds, info)
-    return {"method": "tfidf+logreg", "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+    return {
+        "method": "tfidf+logreg",
+        "accuracy": scores["accuracy"],
+        "macro_f1": scores["macro_f1"],
+    }
 
 
 def report(scores: dict[str, Any], info: LabelInfo, out: Path, title: str) -> dict[str, str]:
