@@ -61,6 +61,11 @@ class FinetuneData(StrictModel):
         "(QA), target text (translation), response (instruction).",
     )
     question_column: str = Field("question", description="Extractive QA: the question column.")
+    source: str | None = Field(
+        None,
+        description="Use only the data stage's documents from this source (a built-in dataset "
+        "name, or a file's name), e.g. the NER paragraphs of a recipe that pretrains on more.",
+    )
     limit: PositiveInt | None = Field(None, description="Use at most this many training rows.")
 
 

@@ -24,7 +24,13 @@ if TYPE_CHECKING:
 
 # the task's output layer, trained by every method (named as in transformers' heads)
 HEAD_NAMES = ("classifier", "score", "qa_outputs", "cls", "lm_head")
-PeftTask = Literal["SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS", "CAUSAL_LM", "SEQ_2_SEQ_LM"]
+# IMAGE_CLS: a head peft has no task type for (ViT); adapters then get task_type=None and
+# the head is listed in modules_to_save, as peft's image-classification guide does
+PeftTask = Literal["SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS", "CAUSAL_LM", "SEQ_2_SEQ_LM", "IMAGE_CLS"]
+
+
+def peft_task_type(task: PeftTask) -> str | None:
+    return None if task == "IMAGE_CLS" else task
 
 
 class MethodConfig(StrictModel):
@@ -94,7 +100,7 @@ def _lora(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
     from peft import LoraConfig
 
     return LoraConfig(
-        task_type=task,
+        task_type=peft_task_type(task),
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
@@ -108,7 +114,7 @@ def _adalora(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202
 
     # rank budget: prune from init_r to r between 10% and 70% of training (Zhang et al. 2023)
     return AdaLoraConfig(
-        task_type=task,
+        task_type=peft_task_type(task),
         init_r=cfg.adalora_init_r,
         target_r=cfg.r,
         lora_alpha=cfg.alpha,
@@ -127,7 +133,7 @@ def _ia3(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
 
     targets = cfg.target_modules
     return IA3Config(
-        task_type=task,
+        task_type=peft_task_type(task),
         target_modules=targets,
         feedforward_modules=[] if targets else None,
         modules_to_save=heads or None,
@@ -137,13 +143,17 @@ def _ia3(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
 def _prefix(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
     from peft import PrefixTuningConfig
 
-    return PrefixTuningConfig(task_type=task, num_virtual_tokens=cfg.num_virtual_tokens)
+    return PrefixTuningConfig(
+        task_type=peft_task_type(task), num_virtual_tokens=cfg.num_virtual_tokens
+    )
 
 
 def _prompt(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
     from peft import PromptTuningConfig
 
-    return PromptTuningConfig(task_type=task, num_virtual_tokens=cfg.num_virtual_tokens)
+    return PromptTuningConfig(
+        task_type=peft_task_type(task), num_virtual_tokens=cfg.num_virtual_tokens
+    )
 
 
 for _m in (

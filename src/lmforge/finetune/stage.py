@@ -48,12 +48,17 @@ def load_labelled(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, list[Docu
             out[split] = load_source(src, LoadStats())
         elif data_dir is not None:
             out[split] = read_split(data_dir, split)
+            if cfg.data.source is not None:
+                out[split] = [d for d in out[split] if d.meta.get("source") == cfg.data.source]
         else:
             out[split] = []
     if cfg.data.limit:
         out["train"] = out["train"][: cfg.data.limit]
     if not out["train"]:
-        raise DataError("finetune has no training data (finetune.data.train or a data section)")
+        where = f" from source {cfg.data.source!r}" if cfg.data.source else ""
+        raise DataError(
+            f"finetune has no training data{where} (finetune.data.train or a data section)"
+        )
     if not out["test"]:
         logger.warning("finetune: no test split; reporting metrics on the val split")
         out["test"] = out["val"]

@@ -75,7 +75,7 @@ class Task:
     name: str
     description: str
     # peft TaskType name: SEQ_CLS, TOKEN_CLS, QUESTION_ANS, CAUSAL_LM, SEQ_2_SEQ_LM, or
-    # "FEATURE_EXTRACTION" for heads peft has no type for (image classification)
+    # IMAGE_CLS for heads peft has no type for (see finetune.methods.peft_task_type)
     peft_task: str
     # (splits) -> task info (labels, ...); raises DataError naming rows and fields
     prepare: Callable[[Splits], Any]
