@@ -211,6 +211,61 @@ def generate(
 
 
 @app.command()
+def finetune(
+    recipe: RecipeArg = "quickstart",
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Fine-tune the recipe's model (running the stages before it if they are not done)."""
+    _run_through(recipe, out, set_, "finetune", False, force)
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[
+        Path,
+        typer.Argument(help="A saved model (RUN/finetune/merged, a full model, or an adapter)."),
+    ],
+    task: Annotated[str, typer.Option("--task", help="The model's task, e.g. classification.")],
+    data: Annotated[Path, typer.Option("--data", help="Test file (csv/jsonl/parquet).")],
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    label_column: Annotated[str, typer.Option("--label-column")] = "label",
+    question_column: Annotated[
+        str, typer.Option("--question-column", help="Extractive QA only.")
+    ] = "question",
+    max_length: Annotated[int, typer.Option("--max-length", min=1)] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    max_examples: Annotated[int | None, typer.Option("--max-examples", min=1)] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write results (default: runs/evaluate-<ts>)."),
+    ] = None,
+    profile: Annotated[
+        bool, typer.Option("--profile/--no-profile", help="Measure latency and peak RSS.")
+    ] = True,
+) -> None:
+    """Score a saved model on a test file; size, latency (batch 1 and 32) and peak RSS."""
+    from lmforge.evaluate.cli import evaluate_command
+
+    summary = evaluate_command(
+        model_dir,
+        task=task,
+        data=data,
+        columns=(text_column, label_column, question_column),
+        max_length=max_length,
+        batch_size=batch_size,
+        max_examples=max_examples,
+        out=out,
+        profile=profile,
+    )
+    for key, value in summary["metrics"].items():
+        if isinstance(value, int | float):
+            _echo(f"  {key:<24} {_fmt(value)}")
+    _echo(f"results: {summary['out']}")
+
+
+@app.command()
 def datasets() -> None:
     """Built-in datasets with size, language, task, licence and source."""
     from lmforge.data.builtin import DATASETS

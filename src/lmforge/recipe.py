@@ -22,6 +22,7 @@ from lmforge import __version__
 from lmforge.core.errors import RecipeError
 from lmforge.core.schema import StrictModel
 from lmforge.data.config import DataConfig
+from lmforge.evaluate.config import EvaluateConfig
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.pretrain.config import PretrainConfig
 from lmforge.tokenizer.config import TokenizerConfig
@@ -39,7 +40,7 @@ STAGES = (
     "report",
 )
 # Stages this version implements; the rest are rejected with a clear message.
-AVAILABLE_STAGES = ("data", "tokenizer", "pretrain", "finetune")
+AVAILABLE_STAGES = ("data", "tokenizer", "pretrain", "finetune", "evaluate")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
@@ -61,6 +62,10 @@ class Recipe(StrictModel):
     finetune: FinetuneConfig | None = Field(
         None, description="Fine-tune a model on a task (full or parameter-efficient)."
     )
+    evaluate: EvaluateConfig | None = Field(
+        None,
+        description="Score the fine-tuned model on test data; size, latency, peak memory.",
+    )
     versions: dict[str, str] | None = Field(
         None, description="Written by lmforge into a run's recipe.yaml; ignored on input."
     )
@@ -76,6 +81,37 @@ class Recipe(StrictModel):
         if self.finetune.data.train is None and self.data is None:
             raise ValueError(
                 "finetune: give finetune.data.train or a data section to take labelled splits from"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _finetune_model(self) -> Recipe:
+        ft = self.finetune
+        if ft is None or ft.model.preset is None or self.tokenizer is not None:
+            return self
+        from lmforge.finetune.tasks import TASKS
+
+        if TASKS.get(ft.task).preset_uses_tokenizer:
+            raise ValueError(
+                f"finetune: model.preset {ft.model.preset!r} is trained from scratch and needs "
+                "this run's tokenizer; add a tokenizer section"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _evaluate_inputs(self) -> Recipe:
+        if self.evaluate is None:
+            return self
+        if self.finetune is None:
+            raise ValueError(
+                "evaluate: needs a finetune section (its task, data columns and model)"
+            )
+        from lmforge.finetune.fewshot_config import INFERENCE_METHODS
+
+        if self.evaluate.model == "finetune" and self.finetune.method in INFERENCE_METHODS:
+            raise ValueError(
+                f"evaluate: finetune.method {self.finetune.method!r} trains and saves no model; "
+                "set evaluate.model to a model directory or drop the evaluate section"
             )
         return self
 

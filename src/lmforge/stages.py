@@ -97,6 +97,21 @@ def _finetune_inputs(recipe: Recipe) -> Any:
     return {"files": files, "model": _model_identity(path)}
 
 
+def _run_evaluate(ctx: StageContext, out: Path) -> StageResult:
+    from lmforge.evaluate.stage import run_evaluate_stage
+
+    return run_evaluate_stage(ctx, out)
+
+
+def _evaluate_inputs(recipe: Recipe) -> Any:
+    assert recipe.evaluate is not None
+    test = recipe.evaluate.test
+    return {
+        "test": fingerprint_path(test) if test else None,
+        "model": _model_identity(recipe.evaluate.model),
+    }
+
+
 STAGE_SPECS: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
@@ -106,5 +121,6 @@ STAGE_SPECS: dict[str, StageSpec] = {
             "pretrain", ("data", "tokenizer"), _run_pretrain, _pretrain_inputs, resumable=True
         ),
         StageSpec("finetune", ("data", "tokenizer", "pretrain"), _run_finetune, _finetune_inputs),
+        StageSpec("evaluate", ("data", "finetune"), _run_evaluate, _evaluate_inputs),
     )
 }

@@ -93,6 +93,7 @@ class Task:
     presets: tuple[str, ...] = ()
     # (preset, info, tokenizer_dir or None) -> (model, processor), freshly initialised
     from_preset: Callable[[str, Any, Path | None], tuple[Any, Any]] | None = None
+    preset_uses_tokenizer: bool = True  # text presets are sized to the run's tokenizer
     # (splits, info) -> a classic baseline's test metrics, trained on the same train split
     baseline: Callable[[Splits, Any], dict[str, Any]] | None = None
     # (scores, info, out_dir, title) -> {artifact name: file name} (plots)
