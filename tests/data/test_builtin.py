@@ -14,7 +14,7 @@ def test_every_dataset_loads_a_deterministic_sample_and_is_documented(name):
     info = DATASETS.get(name)
     assert info.name == name
     assert info.licence and info.source and info.size and info.description
-    assert info.language in ("en", "zh", "-")
+    assert info.language in ("en", "zh", "zh-en", "en-zh", "-")
     docs = load_builtin(name, limit=5)
     assert len(docs) == 5
     assert load_builtin(name, limit=5) == docs

@@ -7,7 +7,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from lmforge.core.errors import LmforgeError
 from lmforge.finetune.methods import METHODS, MethodConfig, apply_method, trainable_parameters
 
-CFG = MethodConfig(r=4, alpha=8, num_virtual_tokens=4)
+CFG = MethodConfig(r=4, alpha=8, num_virtual_tokens=4, adapter_size=8)
 
 
 def tiny_classifier(seed: int = 0) -> BertForSequenceClassification:
@@ -105,3 +105,26 @@ def test_unknown_targets_are_a_clear_error():
         apply_method(
             "lora", tiny_classifier(), MethodConfig(target_modules=["nope"]), "SEQ_CLS", 10
         )
+
+
+def test_fit_prunes_adalora_ranks_to_the_budget():
+    from lmforge.finetune.tasks.base import Encoded
+    from lmforge.finetune.train import fit
+
+    b = batch()
+    features = [
+        {"input_ids": row.tolist(), "labels": i % 3} for i, row in enumerate(b["input_ids"])
+    ]
+
+    def collate(fs):
+        return {
+            "input_ids": torch.tensor([f["input_ids"] for f in fs]),
+            "labels": torch.tensor([f["labels"] for f in fs]),
+        }
+
+    data = Encoded(features * 8, [0] * 32, collate)
+    cfg = MethodConfig(r=2, adalora_init_r=6)
+    model = apply_method("adalora", tiny_classifier(), cfg, "SEQ_CLS", total_steps=40)
+    fit(model, data, None, epochs=5, lr=1e-2, batch_size=4)
+    ranks = model.peft_config["default"].rank_pattern  # set by update_and_allocate
+    assert ranks and sum(map(sum, ranks.values())) == 2 * len(ranks)  # average rank r=2 of 6

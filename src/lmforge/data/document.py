@@ -15,7 +15,7 @@ class Document:
         tokens: for token-level annotation (NER), the tokens whose concatenation (with
             ``""`` for Chinese characters, ``" "`` otherwise) is ``text``.
         tags: one BIO tag per token, aligned with ``tokens``.
-        image: for image data, rows of integer pixel values.
+        image: for image data, rows of pixel values (grey) or of ``[r, g, b]`` triples.
         question: for extractive QA, the question; ``text`` is the context and ``label`` the
             answer, found at character ``answer_start`` of the context.
         meta: provenance such as ``source``, ``title`` or ``id``.
@@ -25,7 +25,7 @@ class Document:
     label: str | list[str] | None = None
     tokens: list[str] | None = None
     tags: list[str] | None = None
-    image: list[list[int]] | None = None
+    image: list[list[int]] | list[list[list[int]]] | None = None
     question: str | None = None
     answer_start: int | None = None
     meta: dict[str, str] = field(default_factory=dict)

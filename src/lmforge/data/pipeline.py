@@ -144,6 +144,23 @@ def dedup_key(doc: Document) -> str:
     return doc.text
 
 
+def example_key(doc: Document) -> str:
+    """What makes two examples exact duplicates: ``dedup_key`` plus a text label.
+
+    One prompt with two different replies (chit-chat, instruction data) is two real examples,
+    so both are kept; splitting still hashes ``dedup_key`` alone, so they share a split and
+    no test prompt is seen in training. Same-label copies (BBC's repeated articles) dedup as
+    before. Extractive QA adds the question: several questions share one context (and one
+    split, so no test context is seen in training).
+    """
+    key = dedup_key(doc)
+    if doc.question is not None:
+        key += "\x1f" + doc.question
+    if isinstance(doc.label, str) and doc.image is None:
+        key += "\x1f" + doc.label
+    return key
+
+
 def dedup_docs(
     docs: list[Document], cfg: DataConfig, stats: PipelineStats, seed: int
 ) -> list[Document]:
@@ -152,7 +169,7 @@ def dedup_docs(
     d = cfg.dedup
     if d.exact:
         s = stats.begin("exact_dedup", docs)
-        keep = set(exact_dedup([dedup_key(x) for x in docs]))
+        keep = set(exact_dedup([example_key(x) for x in docs]))
         removed = [x for i, x in enumerate(docs) if i not in keep]
         s.removed_examples = [
             _example(x, "exact duplicate") for x in removed[: cfg.examples_per_filter]
@@ -162,9 +179,16 @@ def dedup_docs(
     textual = [x for x in docs if x.image is None]
     if d.near and textual:
         s = stats.begin("near_dedup", docs)
-        with progress_bar("near-dedup (MinHash)", len(textual)) as advance:
+        # one MinHash per distinct text: examples sharing a text (QA questions on one context,
+        # replies to one prompt) are kept or dropped together, and identical examples
+        # (same ``example_key``) still count as duplicates
+        first: dict[str, Document] = {}
+        for x in textual:
+            first.setdefault(x.text, x)
+        units = list(first.values())
+        with progress_bar("near-dedup (MinHash)", len(units)) as advance:
             res = near_dedup(
-                [x.text for x in textual],
+                [x.text for x in units],
                 threshold=d.threshold,
                 num_perm=d.num_perm,
                 bands=d.bands,
@@ -173,13 +197,18 @@ def dedup_docs(
                 seed=seed,
                 progress=advance,
             )
-        keep = {id(textual[i]) for i in res.keep}
+        kept_texts = {units[i].text for i in res.keep}
+        keep, seen = set(), set()
+        for x in textual:
+            if x.text in kept_texts and (key := example_key(x)) not in seen:
+                seen.add(key)
+                keep.add(id(x))
         for cluster in res.clusters[: cfg.examples_per_filter]:
             s.removed_examples.append(
                 {
                     "reason": "near duplicate",
-                    "kept": _example(textual[cluster[0]], "")["text"],
-                    "removed": _example(textual[cluster[1]], "")["text"],
+                    "kept": _example(units[cluster[0]], "")["text"],
+                    "removed": _example(units[cluster[1]], "")["text"],
                 }
             )
         s.detail = {

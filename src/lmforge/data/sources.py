@@ -20,6 +20,13 @@ from typing import Any
 from lmforge.core.errors import DataError
 from lmforge.data.config import SourceConfig
 from lmforge.data.document import Document
+from lmforge.data.images import (
+    attach_images,
+    is_image_folder,
+    pixel_rows,
+    read_image_folder,
+    uniform_channels,
+)
 
 FORMATS = {
     ".txt": "txt",
@@ -125,6 +132,8 @@ def _record(row: dict[str, Any], cfg: SourceConfig, name: str, i: int) -> Docume
     text = row[cfg.text_column]
     label_value = row[cfg.label_column] if cfg.label_column else None
     meta = {"source": name, "id": str(i)}
+    if (pixels := pixel_rows(text)) is not None:  # an image as pixel rows (lmforge.data.images)
+        return Document("", label=_label(label_value), image=pixels, meta=meta)
     if isinstance(text, list | tuple):  # pre-tokenized (NER): the label column holds the tags
         tokens = [str(t) for t in text]
         tags = None if label_value is None else [str(t) for t in label_value]
@@ -231,6 +240,10 @@ def load_source(cfg: SourceConfig, stats: LoadStats) -> list[Document]:
         stats.documents = len(builtin)
         return builtin
     assert cfg.path is not None  # the config validator requires builtin or path
+    if is_image_folder(cfg.path):  # <dir>/<class>/*.png
+        images = read_image_folder(cfg.path, cfg.limit)
+        stats.files = stats.documents = len(images)
+        return images
     docs: list[Document] = []
     root = cfg.path if cfg.path.is_dir() else cfg.path.parent
     for path in _files(cfg.path, cfg.format):
@@ -240,6 +253,10 @@ def load_source(cfg: SourceConfig, stats: LoadStats) -> list[Document]:
         name = path.relative_to(root).as_posix()
         reader = READERS[_format_of(path, cfg)]
         room = None if cfg.limit is None else cfg.limit - len(docs)
-        docs.extend(islice(reader(path, cfg, stats, name), room))
+        records = reader(path, cfg, stats, name)
+        if reader is not _txt:  # a text column may name image files, relative to the data file
+            records = attach_images(records, path.parent)
+        docs.extend(islice(records, room))
     stats.documents = len(docs)
+    uniform_channels(docs)
     return docs

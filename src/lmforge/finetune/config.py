@@ -5,8 +5,10 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from lmforge.core.schema import ExistingPath, FractionCO, PositiveInt, StrictModel
-from lmforge.finetune.fewshot_config import INFERENCE_METHODS, FewShotConfig
+from lmforge.finetune.fewshot_config import INFERENCE_METHODS, FewShotConfig, check_fewshot
 from lmforge.finetune.methods import MethodConfig
+
+UNMERGEABLE = ("prefix", "prompt", "adapter")  # no linear update to fold into the weights
 
 
 class FinetuneModel(StrictModel):
@@ -119,10 +121,16 @@ class FinetuneConfig(StrictModel):
                 METHODS.unknown_message(self.method) + f" (or, without training: "
                 f"{', '.join(INFERENCE_METHODS)})"
             )
+        if self.merge and self.method in UNMERGEABLE:
+            raise ValueError(
+                f"merge: {self.method!r} adds virtual tokens or modules that have no place in the "
+                "base weights, so it cannot be merged; set merge: false or use lora/adalora/ia3"
+            )
         task = TASKS.get(self.task)
         if self.model.preset is not None and self.model.preset not in task.presets:
             raise ValueError(
                 f"model.preset: {self.model.preset!r} is not a preset of the {self.task!r} task; "
                 f"it has: {', '.join(task.presets) or 'none (give model.path)'}"
             )
+        check_fewshot(self)
         return self

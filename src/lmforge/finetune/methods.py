@@ -29,6 +29,13 @@ HEAD_NAMES = ("classifier", "score", "qa_outputs", "cls", "lm_head")
 PeftTask = Literal["SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS", "CAUSAL_LM", "SEQ_2_SEQ_LM", "IMAGE_CLS"]
 
 
+# peft 0.21's default-target tables lack some architectures. transformers 5's ViT names its
+# layers as Llama does, so it gets peft's Llama choices: LoRA/AdaLoRA on the query and value
+# projections, IA3 on keys, values and the feed-forward output (fc2, whose input it rescales)
+EXTRA_TARGETS = {"vit": {"lora": ["q_proj", "v_proj"], "ia3": ["k_proj", "v_proj", "fc2"]}}
+IA3_FEEDFORWARD = ("fc2", "down_proj")  # always a feed-forward output when targeted
+
+
 def peft_task_type(task: PeftTask) -> str | None:
     return None if task == "IMAGE_CLS" else task
 
@@ -40,12 +47,20 @@ class MethodConfig(StrictModel):
     alpha: PositiveInt = Field(16, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
     target_modules: list[str] | None = Field(
-        None, description="Module names to adapt; default: peft's table for the architecture."
+        None,
+        description="Module names to adapt; default: peft's table for the architecture. "
+        "adapter: regexes of the feed-forward output modules adapters follow (end of name).",
     )
     num_virtual_tokens: PositiveInt = Field(
         20, description="Prefix / prompt tuning: virtual tokens."
     )
     adalora_init_r: PositiveInt = Field(12, description="AdaLoRA: initial rank before pruning.")
+    adapter_size: PositiveInt = Field(
+        64, description="Bottleneck adapter: hidden units of each adapter (MiniLM: 64 = hidden/6)."
+    )
+    adapter_activation: Literal["relu", "gelu", "silu", "tanh"] = Field(
+        "relu", description="Bottleneck adapter: nonlinearity between down- and up-projection."
+    )
 
 
 @dataclass(frozen=True)
@@ -75,8 +90,11 @@ def _full(model, cfg, task, total_steps):  # noqa: ANN001, ANN202, ARG001
 
 def _linear_probe(model, cfg, task, total_steps):  # noqa: ANN001, ANN202, ARG001
     heads = head_parameters(model)
-    for name, p in model.named_parameters():
-        p.requires_grad = name.split(".")[0] in heads
+    for p in model.parameters():
+        p.requires_grad = False
+    for head in heads:  # through the module: a tied lm_head is listed under the embeddings
+        for p in getattr(model, head).parameters():
+            p.requires_grad = True
     return model
 
 
@@ -85,6 +103,10 @@ def _peft(build_config: Callable[[MethodConfig, PeftTask, list[str], int], objec
         from peft import get_peft_model
 
         heads = [] if task in ("CAUSAL_LM", "SEQ_2_SEQ_LM") else head_parameters(model)
+        extra = EXTRA_TARGETS.get(getattr(model.config, "model_type", ""))
+        if cfg.target_modules is None and extra is not None:
+            family = "ia3" if build_config is _ia3 else "lora"
+            cfg = cfg.model_copy(update={"target_modules": extra[family]})
         try:
             return get_peft_model(model, build_config(cfg, task, heads, total_steps))
         except ValueError as e:  # peft: unknown architecture / target modules not found
@@ -135,14 +157,23 @@ def _ia3(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
     return IA3Config(
         task_type=peft_task_type(task),
         target_modules=targets,
-        feedforward_modules=[] if targets else None,
+        feedforward_modules=[t for t in targets if t in IA3_FEEDFORWARD] if targets else None,
         modules_to_save=heads or None,
     )
+
+
+def _text_only(method: str, task: PeftTask) -> None:
+    if task == "IMAGE_CLS":  # peft's prompt learning needs token embeddings and input_ids
+        raise LmforgeError(
+            f"{method} tuning prepends virtual tokens to a text model's input; peft cannot apply "
+            "it to an image model (ViT). Use lora, adalora, ia3, full or linear-probe"
+        )
 
 
 def _prefix(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
     from peft import PrefixTuningConfig
 
+    _text_only("prefix", task)
     return PrefixTuningConfig(
         task_type=peft_task_type(task), num_virtual_tokens=cfg.num_virtual_tokens
     )
@@ -151,6 +182,7 @@ def _prefix(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
 def _prompt(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
     from peft import PromptTuningConfig
 
+    _text_only("prompt", task)
     return PromptTuningConfig(
         task_type=peft_task_type(task), num_virtual_tokens=cfg.num_virtual_tokens
     )
@@ -193,3 +225,6 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, total
+
+
+from lmforge.finetune import adapters  # noqa: E402,F401  (registers "adapter")

@@ -5,6 +5,7 @@ Outputs (in the stage directory):
                        ``PeftModel.from_pretrained``) or a full model, plus its tokenizer or
                        image processor
     merged/            with ``merge: true``: adapter merged into a plain transformers model
+    base/              a PEFT method on a from-scratch preset: the initial model it adapts
     predictions.jsonl  test-split predictions next to their references
     *.png              the task's plots (classification: confusion.png)
 """
@@ -185,12 +186,19 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
     info = task.prepare(splits)
     torch.manual_seed(ctx.recipe.seed)
     model, processor = starting_model(task, cfg, ctx, info)
+    adapter_on_preset = cfg.model.preset is not None and METHODS.get(cfg.method).uses_peft
+    if adapter_on_preset:  # the adapter's base exists nowhere else: keep it next to it
+        model.save_pretrained(out / "base")
+        processor.save_pretrained(out / "base")
     run = train_and_test(task, cfg, splits, info, model, processor, ctx.recipe.seed)
     for record in run.history:
         ctx.metrics.log_dict(
             "finetune", {k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"]
         )
 
+    if adapter_on_preset:  # where the base will be once this stage directory is in place
+        for peft_config in run.model.peft_config.values():
+            peft_config.base_model_name_or_path = str((ctx.root / "finetune" / "base").resolve())
     run.model.save_pretrained(out / "model")
     processor.save_pretrained(out / "model")
     write_predictions(

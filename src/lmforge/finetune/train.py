@@ -72,6 +72,9 @@ def fit(
                         [p for p in model.parameters() if p.requires_grad], grad_clip
                     )
                 optimizer.step()
+                # AdaLoRA: importance scores and the rank budget, from this step's gradients
+                if hasattr(getattr(model, "base_model", None), "update_and_allocate"):
+                    model.base_model.update_and_allocate(step)
                 running += loss.item() * len(idx)
                 step += 1
                 advance(1, f"epoch {epoch + 1}/{epochs}  loss {loss.item():.3f}")

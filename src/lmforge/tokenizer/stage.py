@@ -9,6 +9,7 @@ from lmforge.core.errors import DataError
 from lmforge.core.log import logger
 from lmforge.core.metrics import MetricsLogger
 from lmforge.core.rundir import StageResult
+from lmforge.data.document import Document
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer.train import measure, save_tokenizer, to_transformers, train_tokenizer
 
@@ -26,6 +27,21 @@ def _read_files(files: list[Path]) -> list[str]:
     return texts
 
 
+def _split_texts(docs: list[Document]) -> list[str]:
+    """Each document's text; translation pairs (``meta["target_lang"]``, set by the parallel
+    datasets) add their target sentence (the label), so one vocabulary covers both languages
+    of a seq2seq model. Class labels, tags and answers are not text to learn from."""
+    from lmforge.data.builtin_parallel import TARGET_LANG_META
+
+    texts = []
+    for d in docs:
+        if d.text:
+            texts.append(d.text)
+        if TARGET_LANG_META in d.meta and isinstance(d.label, str) and d.label:
+            texts.append(d.label)
+    return texts
+
+
 def training_texts(cfg: TokenizerConfig, data_dir: Path | None) -> tuple[list[str], list[str]]:
     """(train, eval) texts: the data stage's train/val splits, or the configured files."""
     if cfg.files:
@@ -35,8 +51,8 @@ def training_texts(cfg: TokenizerConfig, data_dir: Path | None) -> tuple[list[st
     elif data_dir is not None:
         from lmforge.data.shards import read_split
 
-        train = [d.text for d in read_split(data_dir, "train") if d.text]
-        val = [d.text for d in read_split(data_dir, "val") if d.text]
+        train = _split_texts(read_split(data_dir, "train"))
+        val = _split_texts(read_split(data_dir, "val"))
     else:
         raise DataError("the tokenizer stage needs text: add a data section or set tokenizer.files")
     if cfg.max_docs:

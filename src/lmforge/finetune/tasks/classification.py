@@ -165,19 +165,28 @@ def metrics(references: list[Any], predictions: list[Any], info: LabelInfo) -> d
 
 
 def baseline(splits: Splits, info: LabelInfo) -> dict[str, Any] | None:
-    """TF-IDF + logistic regression on the same train/test split (single-label only)."""
-    from lmforge.finetune.baselines import tfidf_logreg
+    """TF-IDF + logistic regression on the same train/test split (single-label only); for
+    mostly-Chinese text also snownlp's naive Bayes, under ``baseline["snownlp"]``."""
+    from lmforge.finetune.baselines import mostly_cjk, snownlp_bayes, tfidf_logreg
 
     if info.multi_label:
         return None
     train, test = splits["train"], splits["test"]
-    preds = tfidf_logreg([d.text for d in train], [d.label for d in train], [d.text for d in test])
-    scores = metrics([d.label for d in test], preds, info)
-    return {
+    args = ([d.text for d in train], [d.label for d in train], [d.text for d in test])
+    scores = metrics([d.label for d in test], tfidf_logreg(*args), info)
+    out: dict[str, Any] = {
         "method": "tfidf+logreg",
         "accuracy": scores["accuracy"],
         "macro_f1": scores["macro_f1"],
     }
+    if mostly_cjk(args[0]):
+        snow = metrics([d.label for d in test], snownlp_bayes(*args), info)
+        out["snownlp"] = {
+            "method": "snownlp naive Bayes (retrained on this train split)",
+            "accuracy": snow["accuracy"],
+            "macro_f1": snow["macro_f1"],
+        }
+    return out
 
 
 def report(scores: dict[str, Any], info: LabelInfo, out: Path, title: str) -> dict[str, str]:

@@ -18,8 +18,12 @@ from lmforge.core.errors import LmforgeError
 def load_head(auto_class: Any, path: Path | str, task: str, **kwargs: Any) -> Any:
     """``auto_class.from_pretrained(path, **kwargs)``; an architecture without that head is a
     clear error naming the task instead of transformers' mapping dump."""
+    # a model lmforge saved with bottleneck adapters carries its own self-contained code
+    trust = (Path(path) / "modeling_bottleneck_adapter.py").exists()
     try:
-        return auto_class.from_pretrained(path, ignore_mismatched_sizes=True, **kwargs)
+        return auto_class.from_pretrained(
+            path, ignore_mismatched_sizes=True, trust_remote_code=trust, **kwargs
+        )
     except ValueError as e:
         if "Unrecognized configuration class" not in str(e):
             raise
