@@ -22,7 +22,7 @@ from lmforge.tokenizer.train import save_tokenizer, to_transformers, train_token
 TASK_DATA = {
     "classification": ("bbc-news", 30, "wordpiece"),
     "token-classification": ("peoples-daily-ner", 30, "wordpiece"),
-    "extractive-qa": ("wiki-qa", 30, "wordpiece"),
+    "extractive-qa": ("wiki-qa", 14, "wordpiece"),  # long contexts: many windows each
     "instruction": ("chit-chat-en", 30, "bpe"),
     "translation": ("hk-parallel", 30, "bpe"),
     "image-classification": ("digits", 60, None),

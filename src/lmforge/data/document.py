@@ -33,4 +33,9 @@ class Document:
     @property
     def aligned(self) -> bool:
         """True when the text carries per-token annotation, so text rewriting must not run."""
-        return self.tokens is not None or self.image is not None or self.answer_start is not None
+        return (
+            self.tokens is not None
+            or self.image is not None
+            or self.answer_start is not None
+            or self.question is not None
+        )

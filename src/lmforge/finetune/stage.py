@@ -260,12 +260,20 @@ def merge_adapter(model: Any, test: Encoded, dest: Path, processor: Any) -> floa
     batch = test.batch(list(range(min(16, len(test)))))
     model.eval()
     with torch.no_grad():
-        before = model(**batch).logits
+        before = _outputs(model(**batch))
         try:
             merged = model.merge_and_unload()
         except (AttributeError, ValueError) as e:
             raise LmforgeError(f"finetune.merge: this method cannot be merged ({e})") from None
-        diff = (merged(**batch).logits - before).abs().max().item()
+        after = _outputs(merged(**batch))
+        diff = max((a - b).abs().max().item() for a, b in zip(after, before, strict=True))
     merged.save_pretrained(dest)
     processor.save_pretrained(dest)
     return diff
+
+
+def _outputs(out: Any) -> list[Any]:
+    """The scores a head outputs: logits, or QA's start and end logits."""
+    if getattr(out, "logits", None) is not None:
+        return [out.logits]
+    return [out.start_logits, out.end_logits]

@@ -25,6 +25,7 @@ from lmforge.core.log import logger
 from lmforge.data.document import Document
 from lmforge.finetune.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
 from lmforge.finetune.tasks.classification import ENCODER_PRESETS
+from lmforge.finetune.tasks.token_classification import virtual_tokens
 
 _MODEL_KEYS = ("input_ids", "token_type_ids")  # what collate passes on besides positions
 
@@ -124,8 +125,10 @@ def _token_span(offsets: list, start: int, end: int) -> tuple[int, int] | None:
     return first, last
 
 
-def qa_collate(pad_id: int) -> Any:
-    """Padded model inputs plus start/end positions; bookkeeping keys are dropped."""
+def qa_collate(pad_id: int, virtual: int = 0) -> Any:
+    """Padded model inputs plus start/end positions; bookkeeping keys are dropped. Positions
+    move ``virtual`` places right for prompt tuning's virtual tokens, which peft prepends to
+    the logits but not to the positions."""
     import torch
 
     def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -136,7 +139,7 @@ def qa_collate(pad_id: int) -> Any:
         }
         batch["attention_mask"] = pad_sequences([[1] * len(f["input_ids"]) for f in features], 0)
         for k in ("start_positions", "end_positions"):
-            batch[k] = torch.tensor([f[k] for f in features], dtype=torch.long)
+            batch[k] = torch.tensor([f[k] + virtual for f in features], dtype=torch.long)
         return batch
 
     return collate
@@ -160,7 +163,14 @@ def encode(tokenizer: Any, docs: list[Document], info: QAInfo, cfg: Any, split: 
             f"extractive-qa: none of the {len(docs)} '{split}' rows has its answer in its "
             "context; check finetune.data.text_column / label_column"
         )
-    max_length = cfg.max_length
+    virtual = virtual_tokens(cfg)
+    max_length = cfg.max_length - virtual  # prompt tuning's virtual tokens take positions too
+    if max_length < 16:
+        raise LmforgeError(
+            f"extractive-qa: finetune.max_length={cfg.max_length} leaves {max_length} tokens "
+            f"for question + context{f' after {virtual} virtual tokens' if virtual else ''}; "
+            "use at least 16 more"
+        )
     questions, cut = _fit_questions(tokenizer, [docs[i].question for i in keep], max_length // 2)
     if cut:
         logger.warning(
@@ -213,7 +223,7 @@ def encode(tokenizer: Any, docs: list[Document], info: QAInfo, cfg: Any, split: 
         )
     warnings.update(question_truncated=cut, windowed_examples=windowed)
     refs = [[str(docs[i].label)] for i in keep]
-    return Encoded(features, refs, qa_collate(tokenizer.pad_token_id), cut, warnings)
+    return Encoded(features, refs, qa_collate(tokenizer.pad_token_id, virtual), cut, warnings)
 
 
 def load_model(path: Path, info: QAInfo) -> Any:
@@ -253,6 +263,7 @@ def predict(model: Any, data: Encoded, processor: Any, info: QAInfo, cfg: Any) -
     model.eval()
     device = next(model.parameters()).device
     best: dict[int, tuple[float, str]] = {}
+    virtual = virtual_tokens(cfg)
     size = cfg.batch_size * 2
     for start in range(0, len(data), size):
         features = data.features[start : start + size]
@@ -261,9 +272,9 @@ def predict(model: Any, data: Encoded, processor: Any, info: QAInfo, cfg: Any) -
             batch.pop(k)
         with torch.no_grad():
             out = model(**{k: v.to(device) for k, v in batch.items()})
-        for f, s, e in zip(
-            features, out.start_logits.float().cpu(), out.end_logits.float().cpu(), strict=True
-        ):
+        starts = out.start_logits[:, virtual:].float().cpu()  # (B, T)
+        ends = out.end_logits[:, virtual:].float().cpu()
+        for f, s, e in zip(features, starts, ends, strict=True):
             span = best_span(s, e, f["offsets"], info.n_best, info.max_answer_tokens)
             ex = f["example_id"]
             if span is not None and (ex not in best or span[0] > best[ex][0]):
