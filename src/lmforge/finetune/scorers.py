@@ -143,6 +143,7 @@ def build_prompts(
         if i != tokenizer.eos_token_id
     ]
     room = context - max(map(len, queries), default=0) - max(map(len, continuations)) - len(bos)
+    demo_words = [words[labels.index(str(d.label))] for d in demos]
     demo_tokens = few.demo_tokens
     while True:
         prefix = bos
@@ -151,8 +152,7 @@ def build_prompts(
                 tokenizer, [normalise_space(d.text) for d in demos], demo_tokens
             )
             shown = [
-                query_head.replace("{text}", t) + words[labels.index(d.label)]  # type: ignore[arg-type]
-                for t, d in zip(cut, demos, strict=True)
+                query_head.replace("{text}", t) + w for t, w in zip(cut, demo_words, strict=True)
             ]
             text = DEMO_SEPARATOR.join(shown) + DEMO_SEPARATOR
             prefix = bos + tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -11,7 +11,8 @@ sub-token, the rest are ignored (-100), as in BERT's NER recipe. Sequences longe
 72 characters at the median but 442 at the 99th percentile, and truncation at 128 would drop a
 quarter of the entities from training and score them as missed. Chunks end after a sentence
 end (。！？；) where possible, else after a comma, so an entity is rarely cut; the chunks'
-predictions are put back together, so metrics are per example, over every token.
+predictions are put back together, so metrics are per example, over every token. Training
+rows are packed into full windows (see ``encode``).
 """
 
 from __future__ import annotations
@@ -179,11 +180,19 @@ def token_collate(pad_id: int, virtual: int = 0) -> Any:
 
 
 def encode(tokenizer: Any, docs: list[Document], info: TagInfo, cfg: Any, split: str) -> Encoded:
-    """Chunk each example to ``max_length`` and label the first sub-token of every token.
+    """Chunk to ``max_length`` and label the first sub-token of every token.
 
-    Features carry ``example`` and ``word_index`` (the token each first sub-token stands for,
-    -1 elsewhere) so ``predict`` can put the chunks back together. Tokens with no sub-token
-    (spaces, characters the tokenizer drops) get no label and are predicted "O"; counted.
+    The train split is packed: consecutive examples are read as one stream and cut into
+    windows of ``max_length`` (at sentence ends where possible), so a batch holds no padding
+    and a short paragraph trains with its neighbours as context. On People's Daily that is
+    about 1.9x fewer training rows than one chunk per paragraph (an average paragraph is 100
+    characters, far below 128) for the same tokens. Val/test examples are chunked one by one,
+    so a prediction never depends on the rows next to it.
+
+    Features carry ``example_index`` and ``word_index`` (which token of which example each
+    first sub-token stands for, -1 elsewhere) so ``predict`` can put the chunks back together.
+    Tokens with no sub-token (spaces, characters the tokenizer drops) get no label and are
+    predicted "O"; counted.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise LmforgeError(
@@ -202,50 +211,57 @@ def encode(tokenizer: Any, docs: list[Document], info: TagInfo, cfg: Any, split:
     index = {name: i for i, name in enumerate(info.labels)}
     token_lists = [d.tokens or [] for d in docs]
     sizes = _subtoken_counts(tokenizer, token_lists)
-    chunks = [
-        (i, span)
-        for i, (tokens, n) in enumerate(zip(token_lists, sizes, strict=True))
-        for span in chunk_spans(tokens, n, budget)
-    ]
+    groups = [list(range(len(docs)))] if split == "train" else [[i] for i in range(len(docs))]
+    windows: list[list[tuple[int, int]]] = []  # (example, token) of each token in a window
+    for group in groups:
+        stream = [(i, w) for i in group for w in range(len(token_lists[i]))]
+        spans = chunk_spans(
+            [token_lists[i][w] for i, w in stream], [sizes[i][w] for i, w in stream], budget
+        )
+        windows.extend(stream[a:b] for a, b in spans)
     enc = tokenizer(
-        [token_lists[i][s:e] for i, (s, e) in chunks],
+        [[token_lists[i][w] for i, w in window] for window in windows],
         is_split_into_words=True,
         truncation=True,
         max_length=max_length,
     )
-    features, truncated, labelled = [], set(), [0] * len(docs)
-    for j, (i, (start, _)) in enumerate(chunks):
-        word_index, labels, seen = [], [], set()
+    features, truncated, labelled = [], set(), 0
+    for j, window in enumerate(windows):
+        example_index, word_index, labels, seen = [], [], [], set()
         for w in enc.word_ids(j):
-            if w is None or w in seen:  # special token, or a later sub-token of a word
+            if w is None or w in seen:  # special token, or a later sub-token of a token
+                example_index.append(-1)
                 word_index.append(-1)
                 labels.append(IGNORE)
             else:
                 seen.add(w)
-                word_index.append(start + w)
-                labels.append(index[docs[i].tags[start + w]])  # type: ignore[index]
-        labelled[i] += len(seen)
+                i, k = window[w]
+                example_index.append(i)
+                word_index.append(k)
+                labels.append(index[docs[i].tags[k]])  # type: ignore[index]
+        labelled += len(seen)
         if enc.encodings[j].overflowing:
-            truncated.add(i)
+            truncated.update(i for i, _ in window)
         if not seen:  # only spaces: nothing to learn, and an all -100 batch has a NaN loss
             continue
         features.append(
             {
                 "input_ids": enc["input_ids"][j],
                 "labels": labels,
-                "example": i,
+                "example_index": example_index,
                 "word_index": word_index,
             }
         )
     no_subtokens = sum(n.count(0) for n in sizes)
+    per_example = Counter(i for window in windows for i in {i for i, _ in window})
     warnings = {
-        "examples_split_into_chunks": sum(c > 1 for c in Counter(i for i, _ in chunks).values()),
+        "examples_split_into_chunks": sum(c > 1 for c in per_example.values()),
         "empty_examples": sum(not t for t in token_lists),
         "tokens_without_subtokens": no_subtokens,
-        "tokens_cut_by_truncation": sum(map(len, token_lists)) - sum(labelled) - no_subtokens,
+        "tokens_cut_by_truncation": sum(map(len, token_lists)) - labelled - no_subtokens,
     }
     warnings = {k: v for k, v in warnings.items() if v}
-    _log(warnings, split, len(docs), len(features))
+    _log(warnings, split, len(docs), len(features), packed=split == "train")
     return Encoded(
         features,
         [list(d.tags or []) for d in docs],
@@ -269,16 +285,16 @@ def _subtoken_counts(tokenizer: Any, token_lists: list[list[str]]) -> list[list[
     return out
 
 
-def _log(warnings: dict[str, int], split: str, examples: int, features: int) -> None:
-    if "examples_split_into_chunks" in warnings:
-        logger.info(
-            "token-classification: '%s' %d examples -> %d chunks (%d examples longer than "
-            "max_length were split, not truncated)",
-            split,
-            examples,
-            features,
-            warnings["examples_split_into_chunks"],
-        )
+def _log(warnings: dict[str, int], split: str, examples: int, features: int, packed: bool) -> None:
+    logger.info(
+        "token-classification: '%s' %d examples -> %d %s (%d examples split across them "
+        "rather than truncated)",
+        split,
+        examples,
+        features,
+        "packed windows" if packed else "chunks",
+        warnings.get("examples_split_into_chunks", 0),
+    )
     if "empty_examples" in warnings:
         logger.warning(
             "token-classification: '%s' has %d examples without tokens",
@@ -316,12 +332,11 @@ def predict(model: Any, data: Encoded, processor: Any, info: TagInfo, cfg: Any) 
     features: Iterator[dict[str, Any]] = iter(data.features)
     virtual = virtual_tokens(cfg)
     for logits in logits_in_batches(model, data, cfg.batch_size * 2):
-        for row in logits[:, virtual:].argmax(-1).tolist():  # (T,) tag ids of one chunk
+        for row in logits[:, virtual:].argmax(-1).tolist():  # (T,) tag ids of one window
             f = next(features)
-            tags = out[f["example"]]
-            for w, tag in zip(f["word_index"], row, strict=False):
+            for i, w, tag in zip(f["example_index"], f["word_index"], row, strict=False):
                 if w >= 0:
-                    tags[w] = info.labels[tag]
+                    out[i][w] = info.labels[tag]
     return out
 
 
