@@ -178,8 +178,10 @@ def test_failing_stage_is_recorded_and_leaves_no_half_written_dir(tmp_path, caps
 def test_only_rejects_unknown_or_unconfigured_stage(capsys):
     code, _, err = run_cli(capsys, "run", "quickstart", "--only", "tokeniser")
     assert code == 1 and "did you mean 'tokenizer'" in err
-    code, _, err = run_cli(capsys, "run", "quickstart", "--only", "evaluate")
+    code, _, err = run_cli(capsys, "run", "quickstart", "--only", "compress")
     assert code == 1 and "not available" in err
+    code, _, err = run_cli(capsys, "run", "quickstart", "--only", "evaluate")
+    assert code == 1 and "has no 'evaluate' section" in err
 
 
 def test_resume_picks_latest_run_of_the_recipe(tmp_path, monkeypatch, capsys):

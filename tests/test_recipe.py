@@ -86,8 +86,8 @@ def test_missing_file_and_unknown_dataset():
 
 def test_future_stage_and_bad_name_are_explained():
     raw = base()
-    raw["evaluate"] = {"task": "classification"}
-    assert "evaluate: the 'evaluate' stage is not available" in error_of(raw)
+    raw["compress"] = {"method": "quantize"}
+    assert "compress: the 'compress' stage is not available" in error_of(raw)
     raw = base()
     raw["name"] = "my run/1"
     assert "name: use letters, digits" in error_of(raw)

@@ -372,6 +372,7 @@ def test_curve_runs_every_method_at_every_k_and_plots(tmp_path, bbc, llama):
         > detail[llama_name]["0"]["prompt_prefix_tokens"]
     )
     assert detail[bert_name]["1"]["scorer"] == "embedding"
+    assert sum(detail[bert_name]["1"]["predicted"].values()) == 20
     assert (
         detail["lora:bert"]["1"]["train_examples"] == 5 and detail["lora:bert"]["1"]["epochs"] == 2
     )

@@ -356,6 +356,8 @@ def run_curve(
                     "accuracy": point.scores["accuracy"],
                     "macro_f1": point.scores["macro_f1"],
                     "seconds": point.seconds,
+                    # how often each label was predicted: shows a collapse onto one label
+                    "predicted": {lab: point.predictions.count(lab) for lab in problem.info.labels},
                     **{key: v for key, v in point.details.items() if key != "descriptions"},
                 }
                 detail[name][str(k)] = record
@@ -442,7 +444,7 @@ def plot_curve(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(9, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ks = sorted({int(k) for line in (*curve.values(), tfidf) for k in line})
@@ -458,12 +460,14 @@ def plot_curve(
         ax.axhline(full_baseline, ls="--", color="black", lw=1, label=label)
     ax.axhline(chance, ls=":", color="red", lw=1, label="chance")
     ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(-0.2, max(ks) * 1.3)
     ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("k (labelled examples per class)")
     ax.set_ylabel("test accuracy")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)

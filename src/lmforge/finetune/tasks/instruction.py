@@ -199,7 +199,9 @@ def load_model(path: Path, info: InstructionInfo) -> Any:
 
     from lmforge.finetune.tasks.heads import load_head
 
-    config = AutoConfig.from_pretrained(path)
+    # a saved bottleneck-adapter model carries its own modeling file (see finetune.adapters)
+    trust = (Path(path) / "modeling_bottleneck_adapter.py").exists()
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
     kind = None
     if getattr(config, "is_encoder_decoder", False):
         kind = "an encoder-decoder"
@@ -223,11 +225,20 @@ def response_nll(model: Any, data: Encoded, batch_size: int) -> float:
     total, tokens = 0.0, 0
     for start in range(0, len(data), batch_size):
         batch = data.batch(list(range(start, min(start + batch_size, len(data)))))
-        n = int((batch["labels"][:, 1:] != -100).sum())  # the model shifts labels by one
+        labels = batch.pop("labels")[:, 1:].to(device)  # token t predicts token t + 1
+        # the loss is computed here, not by the model: a peft AdaLoRA model loaded for inference
+        # fails when given labels (its orthogonality penalty needs a trainable adapter)
         with torch.no_grad():
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-        total += loss.item() * n
-        tokens += n
+            width = batch["input_ids"].shape[1]  # prompt tuning prepends virtual positions
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            logits = logits[:, -width:][:, :-1]
+            total += torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)),
+                labels.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            ).item()
+        tokens += int((labels != -100).sum())
     return total / max(tokens, 1)
 
 
