@@ -18,6 +18,7 @@ from lmforge.data.builtin import load_builtin
 from lmforge.data.document import Document
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.methods import MethodConfig, apply_method
+from lmforge.finetune.stage import merge_adapter
 from lmforge.finetune.tasks import TASKS
 from lmforge.finetune.tasks.extractive_qa import QAInfo, best_span, sliding_window_answer
 from lmforge.finetune.train import fit
@@ -63,6 +64,14 @@ def test_windows_cover_long_contexts_and_positions_map_back_to_the_answer(tok, d
     batch = enc.batch([0, 1, 2])
     assert set(batch) == MODEL_KEYS and batch["input_ids"].shape[0] == 3
     assert enc.references[0] == [docs[0].label]
+
+
+def test_doc_stride_sets_the_overlap_of_neighbouring_windows(tok, docs):
+    enc = TASK.encode(tok, docs[:1], INFO, cfg(64).model_copy(update={"doc_stride": 24}), "test")
+    spans = [{o for o in f["offsets"] if o is not None} for f in enc.features]
+    assert len(spans) >= 2 and all(len(a & b) == 24 for a, b in zip(spans, spans[1:], strict=False))
+    with pytest.raises(ValueError, match="doc_stride: 40 must be at most max_length // 2 - 8 = 24"):
+        FinetuneConfig(task="extractive-qa", max_length=64, doc_stride=40)
 
 
 def test_rows_whose_answer_is_not_in_the_context_are_counted_and_skipped(tok, docs, caplog):
@@ -208,6 +217,13 @@ def test_a_lora_adapter_for_qa_reloads_in_plain_peft(tok, docs, tmp_path):
     base = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "base")
     reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
     assert_same_logits(model.eval(), reloaded, enc)  # the trained qa_outputs head is saved too
+    # merged: plain transformers, called with the tokenizer's segment ids (context = 1), answers
+    # as the adapter does (peft's QA wrapper drops token_type_ids, so it trained on segment 0)
+    assert any(1 in f["token_type_ids"] for f in enc.features)
+    diff = merge_adapter(reloaded, enc, tmp_path / "merged", tok)
+    assert diff < 1e-4
+    merged = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "merged")
+    assert_same_logits(model, merged, enc)
 
 
 def test_sliding_window_baseline_answers_cloze_questions(docs):

@@ -68,7 +68,9 @@ class FinetuneData(StrictModel):
         description="Use only the data stage's documents from this source (a built-in dataset "
         "name, or a file's name), e.g. the NER paragraphs of a recipe that pretrains on more.",
     )
-    limit: PositiveInt | None = Field(None, description="Use at most this many training rows.")
+    limit: PositiveInt | None = Field(
+        None, description="Use at most this many training rows (a seeded random sample)."
+    )
 
 
 class FinetuneConfig(StrictModel):
@@ -96,6 +98,11 @@ class FinetuneConfig(StrictModel):
     batch_size: PositiveInt = Field(16, description="Examples per step.")
     max_length: PositiveInt = Field(
         128, description="Tokens per example; longer texts are truncated and counted."
+    )
+    doc_stride: PositiveInt | None = Field(
+        None,
+        description="Extractive QA: context tokens shared by consecutive windows of a long "
+        "context (default max_length // 4).",
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: FractionCO = Field(0.1, description="Share of steps spent warming up.")
@@ -131,6 +138,11 @@ class FinetuneConfig(StrictModel):
             raise ValueError(
                 f"model.preset: {self.model.preset!r} is not a preset of the {self.task!r} task; "
                 f"it has: {', '.join(task.presets) or 'none (give model.path)'}"
+            )
+        if self.doc_stride is not None and self.doc_stride > self.max_length // 2 - 8:
+            raise ValueError(
+                f"doc_stride: {self.doc_stride} must be at most max_length // 2 - 8 = "
+                f"{self.max_length // 2 - 8} (a window also holds the question, up to half)"
             )
         check_fewshot(self)
         return self

