@@ -14,7 +14,13 @@ from lmforge.data.document import Document
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.methods import MethodConfig, apply_method
 from lmforge.finetune.tasks import TASKS
-from lmforge.finetune.tasks.token_classification import IGNORE, TagInfo, chunk_spans
+from lmforge.finetune.tasks.token_classification import (
+    IGNORE,
+    TagInfo,
+    chunk_spans,
+    transition_mask,
+    viterbi,
+)
 from lmforge.finetune.train import fit
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer.train import save_tokenizer, to_transformers, train_tokenizer
@@ -124,6 +130,31 @@ def test_prompt_tuning_virtual_tokens_are_ignored_and_stripped(daily, wordpiece)
     assert torch.isfinite(model(**batch).loss)
     preds = TASK.predict(model, enc, wordpiece, info, c)
     assert [len(p) for p in preds] == [len(d.tokens) for d in docs]
+
+
+def test_decoding_never_yields_an_entity_the_scheme_forbids():
+    labels = ["O", "B-ORG", "B-PER", "I-ORG", "I-PER"]
+
+    def decode(rows, labels=labels):
+        probs = torch.tensor(rows).log()
+        return [labels[j] for j in viterbi(probs, transition_mask(labels))]
+
+    # argmax: B-ORG I-PER I-ORG (新华社 as broken entities) -> one ORG
+    assert decode(
+        [[0.1, 0.8, 0.0, 0.05, 0.05], [0.1, 0.0, 0.0, 0.4, 0.5], [0.1, 0.0, 0.0, 0.8, 0.1]]
+    ) == ["B-ORG", "I-ORG", "I-ORG"]
+    # argmax: O I-PER (a name without a beginning) -> the cheaper valid reading
+    assert decode([[0.9, 0.0, 0.0, 0.0, 0.1], [0.3, 0.0, 0.1, 0.0, 0.6]]) == ["O", "O"]
+    assert decode([[0.2, 0.0, 0.4, 0.0, 0.4], [0.1, 0.0, 0.1, 0.0, 0.8]]) == ["B-PER", "I-PER"]
+    # a valid argmax path is kept as it is
+    assert decode([[0.1, 0.1, 0.6, 0.1, 0.1], [0.6, 0.1, 0.1, 0.1, 0.1]]) == ["B-PER", "O"]
+    # IOBES: an opened entity must be closed by E-, even at the end of the sequence
+    iobes = ["O", "B-PER", "I-PER", "E-PER", "S-PER"]
+    assert decode([[0.1, 0.6, 0.1, 0.1, 0.1], [0.1, 0.1, 0.5, 0.3, 0.0]], iobes) == [
+        "B-PER",
+        "E-PER",
+    ]
+    assert viterbi(torch.zeros(0, 5), transition_mask(labels)) == []
 
 
 def test_chunk_spans_cut_after_sentence_then_clause_ends():

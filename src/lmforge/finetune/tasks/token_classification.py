@@ -327,17 +327,71 @@ def load_model(path: Path, info: TagInfo) -> Any:
 
 
 def predict(model: Any, data: Encoded, processor: Any, info: TagInfo, cfg: Any) -> list[Any]:
-    """One tag per input token; tokens no chunk labelled (spaces, truncation) get "O"."""
-    out = [["O"] * len(ref) for ref in data.references]
+    """One tag per input token, the best *valid* tag sequence of each example.
+
+    Per-token argmax often yields sequences no annotator writes (``O I-PER``, ``B-ORG I-PER``),
+    and seqeval then scores broken entities; a Viterbi pass over the per-token log-probabilities
+    with the scheme's forbidden transitions set to -inf (the constraint a CRF layer learns)
+    fixes them at no training cost. Tokens no chunk labelled (spaces, truncation) are "O".
+    """
+    import torch
+
+    scores = [torch.full((len(ref), len(info.labels)), -1e4) for ref in data.references]
+    outside = info.labels.index("O") if "O" in info.labels else 0
+    for s in scores:
+        s[:, outside] = 0.0  # unlabelled tokens: "O"
     features: Iterator[dict[str, Any]] = iter(data.features)
     virtual = virtual_tokens(cfg)
     for logits in logits_in_batches(model, data, cfg.batch_size * 2):
-        for row in logits[:, virtual:].argmax(-1).tolist():  # (T,) tag ids of one window
+        for row in logits[:, virtual:].log_softmax(-1):  # (T, labels) of one window
             f = next(features)
-            for i, w, tag in zip(f["example_index"], f["word_index"], row, strict=False):
+            for t, (i, w) in enumerate(zip(f["example_index"], f["word_index"], strict=False)):
                 if w >= 0:
-                    out[i][w] = info.labels[tag]
-    return out
+                    scores[i][w] = row[t]
+    allowed = transition_mask(info.labels)
+    return [[info.labels[j] for j in viterbi(s, allowed)] for s in scores]
+
+
+def transition_mask(labels: list[str]) -> Any:
+    """``allowed[a, b]``: tag b may follow tag a; row ``len(labels)`` is the sequence start,
+    column ``len(labels)`` the end. BIO: I-X only after B-X or I-X. IOBES also: an entity
+    opened by B-/I- must continue (I-/E- of its type), and may not end the sequence."""
+    import torch
+
+    iobes = any(lab[:2] in ("E-", "S-") for lab in labels)
+    n = len(labels)
+    allowed = torch.ones(n + 1, n + 1, dtype=torch.bool)
+    for a, prev in enumerate([*labels, "O"]):
+        open_entity = prev[:2] in ("B-", "I-") and a < n
+        for b, cur in enumerate([*labels, "O"]):
+            continues = cur[:2] in ("I-", "E-") and b < n
+            if continues:
+                allowed[a, b] = open_entity and prev[2:] == cur[2:]
+            elif iobes:
+                allowed[a, b] = not open_entity
+    return allowed
+
+
+def viterbi(logprobs: Any, allowed: Any) -> list[int]:
+    """Highest-scoring tag path through (T, L) log-probabilities under ``transition_mask``."""
+    import torch
+
+    n = logprobs.shape[1]
+    if not len(logprobs):
+        return []
+    penalty = torch.where(allowed, 0.0, float("-inf"))
+    best = logprobs[0] + penalty[n, :n]
+    back = []
+    for t in range(1, logprobs.shape[0]):
+        total = best[:, None] + penalty[:n, :n]  # (prev, cur)
+        back.append(total.argmax(0))
+        best = total.max(0).values + logprobs[t]
+    tag = int((best + penalty[:n, n]).argmax())
+    path = [tag]
+    for pointers in reversed(back):
+        tag = int(pointers[tag])
+        path.append(tag)
+    return path[::-1]
 
 
 def metrics(references: list[Any], predictions: list[Any], info: TagInfo) -> dict[str, Any]:
