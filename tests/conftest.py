@@ -19,6 +19,18 @@ def package_dir(name: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls gain nothing from a second thread; on a busy machine a spinning one
+    slows training tens of times. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def en_texts() -> list[str]:
     """300 real BBC News articles (English)."""

@@ -229,7 +229,7 @@ PLAIN_LOAD = textwrap.dedent(
     out = {}
     for case in json.loads(sys.argv[1]):
         auto = getattr(transformers, case["auto"])
-        ref = torch.load(case["ref"])
+        ref = torch.load(case["ref"], weights_only=True)
         model = auto.from_pretrained(case["dir"], trust_remote_code=True).eval()
         with torch.no_grad():
             diff = (model(input_ids=ref["ids"]).logits - ref["logits"]).abs().max().item()

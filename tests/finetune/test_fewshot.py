@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 from pydantic import ValidationError
-from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
+from test_finetune_stage import local_encoder  # a tiny BERT classifier + its tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmforge.cli import main
 from lmforge.core.errors import DataError, LmforgeError
@@ -79,22 +80,6 @@ def tiny_llama(path, texts, force_token=None):
             model.lm_head.weight[:, 0] = 0
             model.lm_head.weight[force_token, 0] = 50.0
     model.save_pretrained(path)
-    return path
-
-
-def tiny_bert(path, texts):
-    cfg = TokenizerConfig(kind="wordpiece", vocab_size=2000, model_max_length=64)
-    save_tokenizer(to_transformers(train_tokenizer(cfg, texts), cfg), path)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=2000,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertForSequenceClassification(config).save_pretrained(path)
     return path
 
 
@@ -336,7 +321,7 @@ def test_zero_shot_stage_writes_metrics_predictions_and_confusion(tmp_path, bbc,
 
 
 def test_curve_runs_every_method_at_every_k_and_plots(tmp_path, bbc, llama):
-    bert = tiny_bert(tmp_path / "bert", [d.text for d in bbc[0]])
+    bert = local_encoder(tmp_path / "bert", [d.text for d in bbc[0]])
     stage, m = run_recipe(
         tmp_path,
         {
@@ -383,7 +368,7 @@ def test_curve_runs_every_method_at_every_k_and_plots(tmp_path, bbc, llama):
 
 
 def test_k_shot_fine_tuning_trains_on_k_examples_per_class(tmp_path, bbc):
-    bert = tiny_bert(tmp_path / "bert", [d.text for d in bbc[0]])
+    bert = local_encoder(tmp_path / "bert", [d.text for d in bbc[0]])
     _, m = run_recipe(
         tmp_path,
         {

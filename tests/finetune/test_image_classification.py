@@ -30,14 +30,7 @@ TASK = TASKS.get("image-classification")
 CFG = FinetuneConfig(task="image-classification", model={"preset": "vit-tiny"}, batch_size=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from a second thread, and on a busy machine a spinning one
-    slows training tens of times."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

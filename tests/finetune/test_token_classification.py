@@ -32,14 +32,7 @@ def cfg(max_length=64, batch_size=16):
     return FinetuneConfig(task="token-classification", max_length=max_length, batch_size=batch_size)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from a second thread; on a busy machine a spinning one
-    slows training tens of times."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,7 @@ def cfg(**kw):
     return FinetuneConfig(task="translation", method="full", model={"preset": "t5-tiny"}, **kw)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from a second thread; on a busy machine a spinning one
-    slows training tens of times."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

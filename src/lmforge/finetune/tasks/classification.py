@@ -113,18 +113,13 @@ def encode(tokenizer: Any, docs: list[Document], info: LabelInfo, cfg: Any, spli
 def load_model(path: Path, info: LabelInfo) -> Any:
     from transformers import AutoModelForSequenceClassification
 
-    from lmforge.finetune.tasks.heads import load_head
+    from lmforge.finetune.tasks.heads import label_config, load_head
 
     return load_head(
         AutoModelForSequenceClassification,
         path,
         "classification",
-        num_labels=len(info.labels),
-        id2label=dict(enumerate(info.labels)),
-        label2id={n: i for i, n in enumerate(info.labels)},
-        problem_type="multi_label_classification"
-        if info.multi_label
-        else "single_label_classification",
+        **label_config(info.labels, info.multi_label),
     )
 
 

@@ -177,7 +177,7 @@ def encode(tokenizer: Any, docs: list[Document], info: QAInfo, cfg: Any, split: 
         [docs[i].text for i in keep],
         truncation="only_second",
         max_length=max_length,
-        stride=min(getattr(cfg, "doc_stride", None) or max_length // 4, max_length // 2 - 8),
+        stride=min(cfg.doc_stride or max_length // 4, max_length // 2 - 8),
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
     )

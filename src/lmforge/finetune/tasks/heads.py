@@ -36,6 +36,20 @@ def load_head(auto_class: Any, path: Path | str, task: str, **kwargs: Any) -> An
         ) from None
 
 
+def label_config(labels: list[str], multi_label: bool | None = None) -> dict[str, Any]:
+    """Config fields naming a head's outputs, so a saved model predicts label names; with
+    ``multi_label`` also the problem type (sigmoid per label vs softmax over labels)."""
+    out: dict[str, Any] = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+    }
+    if multi_label is not None:
+        kind = "multi_label" if multi_label else "single_label"
+        out["problem_type"] = f"{kind}_classification"
+    return out
+
+
 def encoder_from_preset(
     preset: str, tokenizer_dir: Path | None, load: Callable[[Path], Any]
 ) -> tuple[Any, Any]:

@@ -221,19 +221,14 @@ def load_processor(path: Path) -> Any:
 def load_model(path: Path, info: ImageInfo) -> Any:
     from transformers import AutoModelForImageClassification
 
-    from lmforge.finetune.tasks.heads import load_head
+    from lmforge.finetune.tasks.heads import label_config, load_head
 
     try:
         return load_head(
             AutoModelForImageClassification,
             path,
             "image-classification",
-            num_labels=len(info.labels),
-            id2label=dict(enumerate(info.labels)),
-            label2id={n: i for i, n in enumerate(info.labels)},
-            problem_type="multi_label_classification"
-            if info.multi_label
-            else "single_label_classification",
+            **label_config(info.labels, info.multi_label),
         )
     except LmforgeError as e:
         raise LmforgeError(
@@ -264,15 +259,12 @@ def from_preset(preset: str, info: ImageInfo, tokenizer_dir: Path | None) -> tup
     """A freshly initialised ViT and its processor (``tokenizer_dir`` is unused: no text)."""
     from transformers import ViTConfig, ViTForImageClassification
 
+    from lmforge.finetune.tasks.heads import label_config
+
     config = ViTConfig(
         **PRESETS[preset],
         num_channels=info.channels,
-        num_labels=len(info.labels),
-        id2label=dict(enumerate(info.labels)),
-        label2id={n: i for i, n in enumerate(info.labels)},
-        problem_type="multi_label_classification"
-        if info.multi_label
-        else "single_label_classification",
+        **label_config(info.labels, info.multi_label),
     )
     return ViTForImageClassification(config), preset_processor(preset, info)
 

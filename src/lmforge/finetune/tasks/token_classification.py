@@ -314,15 +314,13 @@ def _log(warnings: dict[str, int], split: str, examples: int, features: int, pac
 def load_model(path: Path, info: TagInfo) -> Any:
     from transformers import AutoModelForTokenClassification
 
-    from lmforge.finetune.tasks.heads import load_head
+    from lmforge.finetune.tasks.heads import label_config, load_head
 
     return load_head(
         AutoModelForTokenClassification,
         path,
         "token-classification",
-        num_labels=len(info.labels),
-        id2label=dict(enumerate(info.labels)),
-        label2id={n: i for i, n in enumerate(info.labels)},
+        **label_config(info.labels),
     )
 
 
