@@ -20,7 +20,11 @@ runs (the higher of the two is used; a gap over 10% is reported as a busy machin
 
     python benchmarks/pretrain.py [--models gpt-small,bert-small] [--steps 30] [--warmup 5]
         [--batch 8] [--block 256] [--precision bf16] [--compile/--no-compile] [--threads N]
-        [--contenders lmforge,trainer] [--json results.json]
+        [--contenders lmforge,trainer] [--device cpu|cuda] [--log-every 5] [--json results.json]
+
+On CUDA both timing windows start and end at a device synchronisation (lmforge reads its
+losses back every ``--log-every`` steps; the Trainer's step callback synchronises at the two
+window ends), so queued, unfinished GPU work is never counted as done.
 
 Smoke run: ``--models gpt-tiny,bert-tiny --steps 3 --warmup 1 --block 32 --batch 2 --no-compile``.
 """
@@ -40,6 +44,11 @@ import time
 from pathlib import Path
 
 import torch
+
+# benchmarks/peft.py sits beside this file: drop this folder from the import path, so that
+# `import peft` (inside transformers' Trainer) finds the library and not that script
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 SEED = 0
 VOCAB = 8000
@@ -118,6 +127,7 @@ def run_contender(contender: str, preset: str, tok_dir: Path, data_path: Path, a
     cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch)]
     cmd += ["--block", str(args.block), "--precision", args.precision]
     cmd += ["--threads", str(args.threads), "--compile" if args.compile else "--no-compile"]
+    cmd += ["--device", args.device, "--log-every", str(args.log_every)]
     env = {**os.environ, "LMFORGE_NO_PROGRESS": "1", "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -155,8 +165,9 @@ def worker_setup(args):  # noqa: ANN201 - (cfg, data, tokenizer, model)
         eval_every=args.steps,  # only the final evaluation, after the timed steps
         eval_batches=1,
         checkpoint_every=args.steps,  # only the final checkpoint, after the timed steps
+        log_every=args.log_every,
         tensorboard=False,
-        device="cpu",
+        device=args.device,
     )
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir)
     data = from_plain(torch.load(args.data, weights_only=True))
@@ -187,7 +198,7 @@ def worker_lmforge(args, cfg, data, model) -> dict:
             num_val=len(data.val),
             tokens_per_sample=cfg.block_size,
             work=Path(work),
-            device=torch.device("cpu"),
+            device=torch.device(args.device),
             dist=DistInfo(),
             seed=SEED,
             metrics=MetricsLogger(Path(work) / "metrics.jsonl", enabled=False),
@@ -239,7 +250,9 @@ def worker_trainer(args, cfg, data, tokenizer, model) -> dict:
             self.t0 = time.perf_counter()
             self.end_times[0] = 0.0
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_step_end(self, args_, state, control, **kwargs):  # noqa: ANN001
+            if cuda and state.global_step in (args.warmup, args.steps):
+                torch.cuda.synchronize()  # the window's ends: count only finished work
             self.end_times[state.global_step] = time.perf_counter() - self.t0
 
     collator = (
@@ -248,6 +261,7 @@ def worker_trainer(args, cfg, data, tokenizer, model) -> dict:
         # 80/10/10 BERT masking of 15% of the tokens, drawn per batch as lmforge does
         else DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability)
     )
+    cuda = args.device == "cuda"
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as out:
         training_args = TrainingArguments(
@@ -265,7 +279,7 @@ def worker_trainer(args, cfg, data, tokenizer, model) -> dict:
             optim="adamw_torch_fused",
             bf16=cfg.precision == "bf16",
             torch_compile=cfg.compile,
-            use_cpu=True,
+            use_cpu=not cuda,
             seed=SEED,
             logging_strategy="no",
             save_strategy="no",
@@ -315,6 +329,9 @@ def run_worker(args) -> None:
         "warmup_seconds": end_times[args.warmup],  # includes torch.compile, when on
         "train_call_seconds": train_call,  # + set-up, lmforge's final eval and checkpoint
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+        "peak_gpu_mib": (
+            torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else None
+        ),
         "threads": torch.get_num_threads(),
         **out,
     }
@@ -325,9 +342,13 @@ def run_worker(args) -> None:
 
 
 def report(results: list[dict], peaks: dict[str, float], args) -> None:
+    cuda = args.device == "cuda"
+    memory, memory_key = (
+        ("peak GPU memory", "peak_gpu_mib") if cuda else ("peak RSS", "peak_rss_mib")
+    )
     print(
         f"\nbatch {args.batch} x block {args.block}, {args.precision}, "
-        f"compile {'on' if args.compile else 'off'}, {args.threads} threads, "
+        f"compile {'on' if args.compile else 'off'}, {args.device}, {args.threads} threads, "
         f"{args.steps} steps ({args.warmup} untimed)"
     )
     print(
@@ -335,7 +356,7 @@ def report(results: list[dict], peaks: dict[str, float], args) -> None:
         f"bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s\n"
     )
     print(
-        "| model | contender | tokens/s | vs Trainer | median step (ms) | peak RSS (MiB) "
+        f"| model | contender | tokens/s | vs Trainer | median step (ms) | {memory} (MiB) "
         "| MFU (bf16 peak) | MFU (fp32 peak) | warm-up (s) | mean loss |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -356,7 +377,7 @@ def report(results: list[dict], peaks: dict[str, float], args) -> None:
         ratio = f"{r['vs_trainer']:.2f}x" if base else "-"
         print(
             f"| {r['model']} | {r['contender']} | {tps:,.0f} | {ratio} "
-            f"| {r['median_step_seconds'] * 1e3:.1f} | {r['peak_rss_mib']:,.0f} "
+            f"| {r['median_step_seconds'] * 1e3:.1f} | {r[memory_key]:,.0f} "
             f"| {r['mfu_bf16']:.1%} | {r['mfu_fp32']:.1%} | {r['warmup_seconds']:.1f} "
             f"| {r['loss_mean']:.3f} |"
         )
@@ -373,6 +394,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument(
+        "--log-every", type=int, default=5, help="lmforge's pretrain.log_every (host reads)"
+    )
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument(
         "--cache-dir",
@@ -388,6 +413,10 @@ def parse_args() -> argparse.Namespace:
     args = p.parse_args()
     if not 0 <= args.warmup < args.steps:
         p.error(f"--warmup ({args.warmup}) must be >= 0 and < --steps ({args.steps})")
+    if args.warmup % args.log_every:
+        p.error(f"--warmup ({args.warmup}) must be a multiple of --log-every ({args.log_every})")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA GPU here")
     return args
 
 
@@ -402,12 +431,13 @@ def main() -> None:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     args.cache_dir.mkdir(parents=True, exist_ok=True)
-    cpu = torch.device("cpu")
+    device = torch.device(args.device)
+    n = 8192 if device.type == "cuda" else 2048  # a GPU needs a big product to reach its peak
 
     def measure_peaks() -> dict[str, float]:
         return {
-            "fp32": matmul_peak_flops(torch.float32, cpu),
-            "bf16": matmul_peak_flops(torch.bfloat16, cpu),
+            "fp32": matmul_peak_flops(torch.float32, device, n=n),
+            "bf16": matmul_peak_flops(torch.bfloat16, device, n=n),
         }
 
     peaks_before = measure_peaks()
@@ -431,7 +461,8 @@ def main() -> None:
     if args.json:
         import transformers
 
-        keys = ("steps", "warmup", "batch", "block", "precision", "compile", "threads")
+        keys = ("steps", "warmup", "batch", "block", "precision", "compile", "threads", "device")
+        keys += ("log_every",)
         settings = {k: getattr(args, k) for k in keys}
         settings |= {"torch": torch.__version__, "transformers": transformers.__version__}
         payload = {

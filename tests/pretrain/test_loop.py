@@ -1,5 +1,7 @@
 """The training loop on a toy model: non-finite losses are skipped, then stop the run."""
 
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -36,17 +38,16 @@ class Flaky(torch.nn.Module):
 
 
 def run(model, tmp_path, **kw):
+    settings = {"eval_every": 3, "checkpoint_every": 3, **kw}
     cfg = PretrainConfig(
         max_steps=6,
         warmup_steps=1,
         batch_size=4,
-        eval_every=3,
         eval_batches=1,
-        checkpoint_every=3,
         tensorboard=False,
         max_nonfinite=3,
         lr=0.1,
-        **kw,
+        **settings,
     )
     blocks = torch.randint(0, VOCAB, (64, 8), generator=torch.Generator().manual_seed(0))
 
@@ -90,3 +91,36 @@ def test_a_non_finite_step_is_skipped_and_counted(tmp_path):
 def test_non_finite_losses_in_a_row_stop_with_a_clear_error(tmp_path):
     with pytest.raises(LmforgeError, match="3 non-finite losses in a row at step 2"):
         run(Flaky(bad=None), tmp_path)
+
+
+def test_lamb_skips_a_non_finite_step_on_the_host(tmp_path):
+    model = Flaky(bad={2})
+    result = run(model, tmp_path, optimizer="lamb")
+    assert result.state.step == 6 and result.state.skipped_steps == 1
+    assert torch.isfinite(model.table.weight).all()
+
+
+def test_no_per_step_host_sync_with_fused_adamw(tmp_path, monkeypatch):
+    """Values come back from the device once per log_every steps, never per step."""
+    reads = []
+    tolist = torch.Tensor.tolist
+
+    def counted_tolist(self):  # noqa: ANN001, ANN202
+        caller = Path(sys._getframe(1).f_code.co_filename).name
+        if caller != "sampler.py":  # batch indices: host tensors by design
+            reads.append((caller, tuple(self.shape)))
+        return tolist(self)
+
+    def no_item(self):  # noqa: ANN001, ANN202
+        raise AssertionError("a per-step .item() forces a host sync")
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
+    monkeypatch.setattr(torch.Tensor, "item", no_item)
+    model = Flaky(bad={2})
+    result = run(model, tmp_path, log_every=3, eval_every=6, checkpoint_every=6)
+    monkeypatch.undo()
+    # two reads of 3 steps x (loss, grad norm) and one of the evaluation's sums
+    assert reads == [("loop.py", (3, 2)), ("loop.py", (3, 2)), ("evaluate.py", (5,))]
+    assert result.state.skipped_steps == 1  # the non-finite step was still found and skipped
+    assert [r["step"] for r in result.history] == [1, 2, 3, 4, 5, 6]
+    assert [("grad_norm" in r) for r in result.history] == [True, False, True, True, True, True]

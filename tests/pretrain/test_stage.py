@@ -1,13 +1,15 @@
-"""The pretrain stage end to end: every objective, exact resume after kill -9, DDP."""
+"""The pretrain stage end to end: every objective, exact resume after kill -9, DDP and FSDP."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -175,39 +177,84 @@ def test_bad_sizes_are_rejected_before_training(run_dir, tmp_path, capsys):
     )
 
 
-@pytest.mark.slow
-def test_two_process_ddp_matches_single_process_loss(run_dir, tmp_path):
-    section = pretrain_section(batch_size=8, max_steps=8, eval_every=4, checkpoint_every=4)
-    recipe = write_recipe(tmp_path / "r.yaml", {**base_recipe("bpe"), "pretrain": section})
-    single, ddp = run_dir("bpe", "single"), run_dir("bpe", "ddp")
-    assert main(["run", str(recipe), "--out", str(single)]) == 0
+def _torchrun(*args: str, nproc: int = 2, **kw) -> subprocess.Popen:
     env = {**os.environ, "LMFORGE_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "lmforge",
-        "run",
-        str(recipe),
-        "--out",
-        str(ddp),
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    m = pretrain_metrics(ddp)["metrics"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc_per_node", str(nproc), "-m", "lmforge", *args]
+    return subprocess.Popen(cmd, env=env, **kw)
+
+
+def _kill_9_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (torchrun starts workers in new sessions)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_match_the_single_process_run(run_dir, tmp_path, mode):
+    section = pretrain_section(
+        batch_size=8, max_steps=8, eval_every=4, checkpoint_every=4, distributed=mode
+    )
+    recipe = write_recipe(tmp_path / "r.yaml", {**base_recipe("bpe"), "pretrain": section})
+    single, parallel = run_dir("bpe", "single"), run_dir("bpe", mode)
+    assert main(["run", str(recipe), "--out", str(single)]) == 0
+    proc = _torchrun("run", str(recipe), "--out", str(parallel), stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    m = pretrain_metrics(parallel)["metrics"]
     assert m["processes"] == 2
-    one, two = history(single), history(ddp)
+    one, two = history(single), history(parallel)
     assert [r["step"] for r in two] == list(range(1, 9))
     for a, b in zip(one, two, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
     assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
-    w1, w2 = _weights(single), _weights(ddp)
+    w1, w2 = _weights(single), _weights(parallel)  # FSDP: gathered from the shards
+    assert w1.keys() == w2.keys()
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
     assert torch.isfinite(torch.tensor(m["val_loss"]))
+
+
+@pytest.mark.slow
+def test_fsdp_kill_9_then_resume_matches_an_uninterrupted_run(run_dir, tmp_path):
+    section = pretrain_section(
+        batch_size=8, max_steps=40, eval_every=20, checkpoint_every=4, distributed="fsdp"
+    )
+    recipe = write_recipe(tmp_path / "r.yaml", {**base_recipe("bpe"), "pretrain": section})
+    single, crashed = run_dir("bpe", "single"), run_dir("bpe", "crashed")
+    assert main(["run", str(recipe), "--out", str(single)]) == 0
+
+    proc = _torchrun("run", str(recipe), "--out", str(crashed), stderr=subprocess.DEVNULL)
+    ckpt = crashed / ".pretrain.partial" / "checkpoints" / "step-00000008" / "trainer_state.json"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    _kill_9_tree(proc.pid)
+    proc.wait()
+    assert ckpt.exists(), "the run never reached its second checkpoint"
+    assert not (crashed / "pretrain").exists()
+
+    proc = _torchrun(
+        "run", str(recipe), "--out", str(crashed), "--resume", stderr=subprocess.PIPE, text=True
+    )
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert pretrain_metrics(crashed)["metrics"]["resumed_from_step"] >= 8
+    w1, w2 = _weights(single), _weights(crashed)
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
+    resumed = history(crashed)
+    assert [r["step"] for r in resumed] == list(range(1, 41))
+    assert resumed[-1]["loss"] == pytest.approx(history(single)[-1]["loss"], rel=1e-4)
 
 
 def test_continue_pretraining_a_builtin_encoder(run_dir, tmp_path):

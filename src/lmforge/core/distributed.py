@@ -38,9 +38,12 @@ def dist_info() -> DistInfo:
 
 
 def init_distributed() -> DistInfo:
-    """Join the process group if launched by torchrun (gloo on CPU, NCCL on CUDA)."""
+    """Join the process group if launched by torchrun (gloo on CPU, NCCL on CUDA).
+
+    One process under torchrun joins too: FSDP needs a process group even on one GPU.
+    """
     info = dist_info()
-    if not info.enabled:
+    if not info.enabled and "TORCHELASTIC_RUN_ID" not in os.environ:
         return info
     import torch
     import torch.distributed as dist

@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from lmforge.core.atomic import atomic_dir
 from lmforge.core.errors import LmforgeError
+from lmforge.pretrain.parallel import gather_state, scatter_state
 
 STATE_FILE = "trainer_state.json"
 
@@ -57,11 +58,22 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: TrainerState,
     keep: int,
+    *,
+    fsdp: bool = False,
+    is_main: bool = True,
 ) -> Path:
+    """Rank 0 writes; under FSDP every rank must call (gathering the shards is a collective)."""
     final = root / f"step-{state.step:08d}"
+    if fsdp:
+        weights, optim = gather_state(model, optimizer)
+    if not is_main:
+        return final
     with atomic_dir(final) as tmp:
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if fsdp:
+            save_file(weights, str(tmp / "model.safetensors"))
+        else:
+            save_model(model, str(tmp / "model.safetensors"))
+        torch.save(optim if fsdp else optimizer.state_dict(), tmp / "optimizer.pt")
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -75,22 +87,32 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    *,
+    fsdp: bool = False,
 ) -> TrainerState:
-    """Restore model, optimizer and RNG in place; returns the trainer state."""
+    """Restore model, optimizer and RNG in place; returns the trainer state.
+
+    Under FSDP every rank reads the full files and keeps its own shards.
+    """
     try:
         state = TrainerState(**json.loads((path / STATE_FILE).read_text()))
-        missing, unexpected = load_model(
-            model, str(path / "model.safetensors"), strict=False, device=str(device)
-        )
-        if unexpected or missing:
-            raise LmforgeError(
-                f"checkpoint {path} does not match the model (missing {sorted(missing)[:3]}, "
-                f"unexpected {sorted(unexpected)[:3]}); was it written by another recipe?"
+        optim = torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
+        if fsdp:
+            scatter_state(model, load_file(path / "model.safetensors"), optimizer, optim)
+        else:
+            missing, unexpected = load_model(
+                model, str(path / "model.safetensors"), strict=False, device=str(device)
             )
-        optimizer.load_state_dict(
-            torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
-        )
+            if unexpected or missing:
+                raise LmforgeError(
+                    f"checkpoint {path} does not match the model (missing {sorted(missing)[:3]}, "
+                    f"unexpected {sorted(unexpected)[:3]}); was it written by another recipe?"
+                )
+            optimizer.load_state_dict(optim)
         rng = torch.load(path / "rng.pt", weights_only=True)
     except LmforgeError:
         raise

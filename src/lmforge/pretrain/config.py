@@ -87,6 +87,11 @@ class PretrainConfig(StrictModel):
         "fp32", description="fp32, bf16 (autocast) or fp16 (CUDA, with a grad scaler)."
     )
     compile: bool = Field(False, description="torch.compile the model (slow start, faster steps).")
+    log_every: PositiveInt = Field(
+        10,
+        description="Read loss and gradient norm back from the device every N steps (history "
+        "still has every step): no per-step host sync.",
+    )
     eval_every: PositiveInt = Field(50, description="Evaluate on the val split every N steps.")
     eval_batches: PositiveInt = Field(20, description="Micro-batches per evaluation.")
     checkpoint_every: PositiveInt = Field(
@@ -107,7 +112,8 @@ class PretrainConfig(StrictModel):
         5, description="Stop after this many non-finite losses in a row."
     )
     distributed: Literal["auto", "ddp", "fsdp"] = Field(
-        "auto", description="Under torchrun: ddp, fsdp (GPUs), or auto (ddp)."
+        "auto",
+        description="Under torchrun: ddp, fsdp (FSDP2 fully_shard; NCCL or gloo), or auto (ddp).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
     tensorboard: bool = Field(True, description="Also write TensorBoard event files.")

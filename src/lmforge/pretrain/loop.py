@@ -34,6 +34,7 @@ from lmforge.pretrain.checkpoint import (
 from lmforge.pretrain.config import PretrainConfig
 from lmforge.pretrain.evaluate import evaluate
 from lmforge.pretrain.optim import build_optimizer, lr_at
+from lmforge.pretrain.parallel import full_tensor, uses_fsdp, wrap_model
 from lmforge.pretrain.sampler import BatchSampler, mix_seed
 
 # (indices, seed) -> model inputs on CPU; the objective's batch function
@@ -55,26 +56,6 @@ def autocast_context(precision: str, device: torch.device) -> contextlib.Abstrac
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def wrap_distributed(
-    model: torch.nn.Module, cfg: PretrainConfig, device: torch.device
-) -> torch.nn.Module:
-    """DDP (every rank holds the model, gradients all-reduced) or FSDP2 ``fully_shard``."""
-    if cfg.distributed == "fsdp":
-        if device.type != "cuda":
-            raise LmforgeError("pretrain.distributed: fsdp needs CUDA GPUs; use ddp on CPU")
-        from torch.distributed.fsdp import fully_shard
-
-        for module in model.modules():  # shard each Transformer block, then the rest
-            if type(module).__name__.endswith(("Block", "DecoderLayer", "Layer")):
-                fully_shard(module)
-        return fully_shard(model)
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None
-    )
 
 
 def train(
@@ -103,20 +84,22 @@ def train(
         raise LmforgeError("pretrain.precision: fp16 needs a CUDA GPU; use bf16 on CPU")
     model.to(device)
     raw_model = model
+    fsdp = uses_fsdp(cfg)
+    model = wrap_model(model, cfg, device, dist)  # before the optimizer: FSDP swaps parameters
     optimizer = build_optimizer(raw_model, cfg, device)
+    # fused AdamW skips a step on the device when told to: no host sync to check the loss
+    skip_on_device = getattr(optimizer, "_step_supports_amp_scaling", False)
     ckpt_root = work / "checkpoints"
     state = TrainerState(recipe_hash=recipe_hash)
     resumed_from = None
     if resume and (last := latest_checkpoint(ckpt_root)) is not None:
-        state = load_checkpoint(last, raw_model, optimizer, device)
+        state = load_checkpoint(last, raw_model, optimizer, device, fsdp=fsdp)
         if state.recipe_hash and state.recipe_hash != recipe_hash:
             raise LmforgeError(
                 f"checkpoint {last} was written by a different recipe; run without --resume"
             )
         resumed_from = state.step
         logger.info("pretrain: resumed from %s (step %d)", last.name, state.step)
-    if dist.enabled:
-        model = wrap_distributed(model, cfg, device)
     if cfg.compile:
         model = torch.compile(model)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
@@ -127,6 +110,10 @@ def train(
     history_path = work / "history.jsonl"
     history = _restore_history(history_path, state.step) if dist.is_main else []
     final_eval: dict[str, float] = {}
+    # steps whose loss and gradient norm are still on the device: read back together every
+    # log_every steps, so the host never waits for the accelerator in between
+    pending: list[tuple[dict[str, Any], torch.Tensor]] = []
+    shown = "loss -"
 
     def run_eval() -> dict[str, float]:
         model.eval()
@@ -135,9 +122,47 @@ def train(
         model.train()
         return values
 
+    def flush(values: list[list[float]]) -> None:
+        """Count non-finite steps and log the pending steps, given their values read back."""
+        nonlocal shown
+        for (record, _), (loss, norm) in zip(pending, values, strict=True):
+            record = {"step": record["step"], "loss": loss, **record}
+            if math.isfinite(loss):
+                state.nonfinite_streak = 0
+                if cfg.grad_clip > 0:
+                    record["grad_norm"] = norm
+            else:
+                state.nonfinite_streak += 1
+                state.skipped_steps += 1
+                logger.warning(
+                    "pretrain: non-finite loss at step %d, step skipped", record["step"] - 1
+                )
+                if state.nonfinite_streak >= cfg.max_nonfinite:
+                    raise LmforgeError(
+                        f"pretraining diverged: {state.nonfinite_streak} non-finite losses in a row at "
+                        f"step {record['step'] - 1}; lower pretrain.lr (now {cfg.lr:g}) or use "
+                        "precision fp32/bf16"
+                    )
+            history.append(record)
+            if dist.is_main:
+                with history_path.open("a") as f:  # appended as read back: survives a crash
+                    f.write(json.dumps(record) + "\n")
+                metrics.log_dict(
+                    "pretrain",
+                    {k: v for k, v in record.items() if k != "step"},
+                    step=record["step"],
+                )
+                if writer is not None:
+                    for k, v in record.items():
+                        if k != "step":
+                            writer.add_scalar(f"pretrain/{k}", v, record["step"])
+            shown = f"loss {loss:.3f}"
+        pending.clear()
+
     # ---------------------------------------------------------------- loop
     model.train()
     start_step, t_start = state.step, time.perf_counter()
+    nan = torch.full((), float("nan"), device=device)
     with progress_bar("pretrain", cfg.max_steps) as advance:
         advance(state.step)
         while state.step < cfg.max_steps:
@@ -153,69 +178,63 @@ def train(
                     for k, v in train_batch(idx, mix_seed(seed, step, micro, dist.rank)).items()
                 }
                 # DDP: all-reduce gradients only on the last micro-step
-                sync = micro == cfg.grad_accum - 1 or not dist.enabled or cfg.distributed == "fsdp"
+                sync = micro == cfg.grad_accum - 1 or not dist.enabled or fsdp
                 with contextlib.nullcontext() if sync else model.no_sync(), amp:
                     loss = model(**batch).loss / cfg.grad_accum
                 scaler.scale(loss).backward()
                 loss_sum += loss.detach()
             if dist.enabled:
                 torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)
-            loss_value = loss_sum.item()  # one host sync per step: the non-finite check needs it
-            if not math.isfinite(loss_value):
-                optimizer.zero_grad(set_to_none=True)
-                state.nonfinite_streak += 1
-                state.skipped_steps += 1
-                logger.warning("pretrain: non-finite loss at step %d, step skipped", step)
-                if state.nonfinite_streak >= cfg.max_nonfinite:
-                    raise LmforgeError(
-                        f"pretraining diverged: {state.nonfinite_streak} non-finite losses in a row at "
-                        f"step {step}; lower pretrain.lr (now {cfg.lr:g}) or use precision fp32/bf16"
-                    )
-            else:
-                state.nonfinite_streak = 0
+            finite = torch.isfinite(loss_sum)
+            grad_norm = nan
+            # optimizers without an on-device skip (LAMB) read the check on the host
+            if skip_on_device or finite.item():
                 scaler.unscale_(optimizer)
-                grad_norm = (
-                    torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip).item()
-                    if cfg.grad_clip > 0
-                    else float("nan")
-                )
+                if cfg.grad_clip > 0:
+                    grad_norm = full_tensor(
+                        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+                    )
+                if skip_on_device and not scaler.is_enabled():  # (the fp16 scaler sets its own)
+                    optimizer.grad_scale, optimizer.found_inf = None, (~finite).float()
                 scaler.step(optimizer)
                 scaler.update()
-                optimizer.zero_grad(set_to_none=True)
+                if skip_on_device and not scaler.is_enabled():
+                    del optimizer.grad_scale, optimizer.found_inf
+            optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.tokens += tokens_per_step
 
             # ------------------------------------------------------------ logging and eval
+            record: dict[str, Any] = {"step": state.step, "lr": lr}
+            pending.append((record, torch.stack([loss_sum, grad_norm.float()])))
+            last = state.step == cfg.max_steps
+            evaluating = state.step % cfg.eval_every == 0 or last
+            checkpointing = state.step % cfg.checkpoint_every == 0 or last
+            reading = state.step % cfg.log_every == 0 or evaluating or checkpointing
+            # the one host sync of this stretch of steps: waits for the device to finish them,
+            # so the time taken after it is exact (between reads, it is the host's time)
+            values = torch.stack([v for _, v in pending]).tolist() if reading else []
             elapsed = time.perf_counter() - t_start
             tps = (state.step - start_step) * tokens_per_step / max(elapsed, 1e-9)
-            record: dict[str, Any] = {
-                "step": state.step,
-                "loss": loss_value,
-                "lr": lr,
-                "tokens_per_second": tps,
-            }
-            if math.isfinite(loss_value) and cfg.grad_clip > 0:
-                record["grad_norm"] = grad_norm
-            if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+            record["tokens_per_second"] = tps
+            if evaluating:
                 final_eval = run_eval()
                 record.update({f"val_{k}": v for k, v in final_eval.items()})
-            history.append(record)
-            if dist.is_main:
-                with history_path.open("a") as f:  # appended per step: survives a crash
-                    f.write(json.dumps(record) + "\n")
-                metrics.log_dict(
-                    "pretrain", {k: v for k, v in record.items() if k != "step"}, step=state.step
-                )
-                if writer is not None:
-                    for k, v in record.items():
-                        if k != "step":
-                            writer.add_scalar(f"pretrain/{k}", v, state.step)
-            advance(1, f"loss {loss_value:.3f}  lr {lr:.2e}  {tps:,.0f} tok/s")
+            if reading:
+                flush(values)
+            advance(1, f"{shown}  lr {lr:.2e}  {tps:,.0f} tok/s")
 
             # ------------------------------------------------------------ checkpoint
-            if state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps:
-                if dist.is_main:
-                    save_checkpoint(ckpt_root, raw_model, optimizer, state, cfg.keep_checkpoints)
+            if checkpointing:
+                save_checkpoint(
+                    ckpt_root,
+                    raw_model,
+                    optimizer,
+                    state,
+                    cfg.keep_checkpoints,
+                    fsdp=fsdp,
+                    is_main=dist.is_main,
+                )
                 barrier()
 
     seconds = time.perf_counter() - t_start

@@ -127,6 +127,7 @@ def plot_loss(history: list[dict[str, Any]], path: Path, title: str) -> None:
 def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
     from lmforge.models import build_model, count_params, flops_per_token, special_token_ids
     from lmforge.pretrain.loop import train
+    from lmforge.pretrain.parallel import gather_state, uses_fsdp
 
     cfg = ctx.recipe.pretrain
     assert cfg is not None
@@ -205,6 +206,11 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
     if result.resumed_from is not None:
         metrics["resumed_from_step"] = result.resumed_from
     artifacts = {"model": "model", "checkpoints": "checkpoints", "history": "history.jsonl"}
+    if uses_fsdp(cfg):  # sharded parameters: gather them (every rank) into a plain model
+        weights, _ = gather_state(model)
+        if ctx.dist.is_main:
+            model = build_model(cfg.model, cfg.objective, len(tokenizer), specials)
+            model.load_state_dict(weights, strict=False)  # tied weights come once
     if ctx.dist.is_main:
         model.save_pretrained(work / "model")  # safetensors
         tokenizer.save_pretrained(work / "model")
