@@ -203,7 +203,7 @@ def _kill_9_tree(pid: int) -> None:
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_processes_match_the_single_process_run(run_dir, tmp_path, mode):
     section = pretrain_section(
-        batch_size=8, max_steps=8, eval_every=4, checkpoint_every=4, distributed=mode
+        batch_size=4, grad_accum=2, max_steps=8, eval_every=4, checkpoint_every=4, distributed=mode
     )
     recipe = write_recipe(tmp_path / "r.yaml", {**base_recipe("bpe"), "pretrain": section})
     single, parallel = run_dir("bpe", "single"), run_dir("bpe", mode)

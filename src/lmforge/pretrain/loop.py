@@ -177,9 +177,12 @@ def train(
                     k: v.to(device, non_blocking=True)
                     for k, v in train_batch(idx, mix_seed(seed, step, micro, dist.rank)).items()
                 }
-                # DDP: all-reduce gradients only on the last micro-step
-                sync = micro == cfg.grad_accum - 1 or not dist.enabled or fsdp
-                with contextlib.nullcontext() if sync else model.no_sync(), amp:
+                # all-reduce (DDP) or reduce-scatter (FSDP) gradients on the last micro-step only
+                sync = micro == cfg.grad_accum - 1
+                if fsdp:
+                    raw_model.set_requires_gradient_sync(sync)
+                no_sync = not sync and dist.enabled and not fsdp
+                with model.no_sync() if no_sync else contextlib.nullcontext(), amp:
                     loss = model(**batch).loss / cfg.grad_accum
                 scaler.scale(loss).backward()
                 loss_sum += loss.detach()
