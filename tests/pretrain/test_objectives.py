@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -308,3 +310,18 @@ def test_batch_is_a_function_of_indices_and_seed(objective, bpe, wordpiece, en_t
 def test_small_val_split_names_the_split(bpe, en_texts):
     with pytest.raises(DataError, match="'val' split: only"):
         PretrainData.from_texts(bpe, en_texts[:20], ["tiny"], objective="clm", block_size=64)
+
+
+def test_unigram_reference_loss_by_hand():
+    from lmforge.pretrain.evaluate import unigram_loss
+    from lmforge.pretrain.objectives import Blocks, PretrainData
+
+    train, val = Blocks(torch.tensor([[0, 1, 1, 2]])), Blocks(torch.tensor([[0, 2, 2], [1, 1, 1]]))
+    clm = PretrainData("clm", train, val, vocab_size=3)
+    # counts + 1 = [2, 3, 2] of 7; targets of the first val block: 2, 2 (position 0 is not one)
+    assert unigram_loss(clm, n_blocks=1) == pytest.approx(-math.log(2 / 7))
+    mlm = PretrainData("mlm", train, val, vocab_size=3, special_ids=frozenset({0}))
+    # specials are never masked: counts + 1 = [1, 3, 2] of 6; val tokens 2, 2, 1, 1, 1
+    expected = -(2 * math.log(2 / 6) + 3 * math.log(3 / 6)) / 5
+    assert unigram_loss(mlm, n_blocks=2) == pytest.approx(expected)
+    assert unigram_loss(PretrainData("clm", train, None, vocab_size=3), 1) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -42,6 +43,7 @@ def test_clm_trains_saves_and_generates(run_dir, tmp_path, capsys):
     m = entry["metrics"]
     assert m["steps"] == 12 and m["val_loss"] < 6.3  # below log(500): it learned something
     assert 0 < m["mfu"] < 1 and m["tokens_per_second"] > 0
+    assert 4 < m["unigram_val_loss"] < math.log(500)  # the context-free reference
     steps = history(run)
     assert [r["step"] for r in steps] == list(range(1, 13))
     assert steps[-1]["loss"] < steps[0]["loss"]
@@ -114,6 +116,32 @@ def _lmforge(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "lmforge", *args], env=env, **kw)
 
 
+def _kill_9_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (torchrun starts workers in new sessions)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+
+
+def _kill_9_after_checkpoint(proc: subprocess.Popen, run: Path, step: int) -> None:
+    """Wait for the run's checkpoint of ``step``, then kill -9 it (and torchrun's workers)."""
+    ckpt = run / ".pretrain.partial" / "checkpoints" / f"step-{step:08d}" / "trainer_state.json"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    _kill_9_tree(proc.pid)
+    proc.wait()
+    assert ckpt.exists(), f"the run never reached its checkpoint of step {step}"
+
+
 def test_kill_9_then_resume_matches_an_uninterrupted_run(run_dir, tmp_path):
     section = pretrain_section(max_steps=40, checkpoint_every=5, eval_every=20)
     recipe = write_recipe(tmp_path / "r.yaml", {**base_recipe("bpe"), "pretrain": section})
@@ -121,13 +149,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(run_dir, tmp_path):
     assert main(["run", str(recipe), "--out", str(straight)]) == 0
 
     proc = _lmforge("run", str(recipe), "--out", str(crashed), stderr=subprocess.DEVNULL)
-    ckpt = crashed / ".pretrain.partial" / "checkpoints" / "step-00000010" / "trainer_state.json"
-    deadline = time.time() + 120
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ckpt.exists(), "the run never reached its second checkpoint"
+    _kill_9_after_checkpoint(proc, crashed, 10)
     assert not (crashed / "pretrain").exists()  # nothing that looks finished
     summary = json.loads((crashed / "summary.json").read_text())["stages"]
     assert "pretrain" not in summary or summary["pretrain"]["status"] != "done"
@@ -184,21 +206,6 @@ def _torchrun(*args: str, nproc: int = 2, **kw) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, **kw)
 
 
-def _kill_9_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants (torchrun starts workers in new sessions)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        todo += children.get(p, [])
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGKILL)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_processes_match_the_single_process_run(run_dir, tmp_path, mode):
@@ -235,13 +242,7 @@ def test_fsdp_kill_9_then_resume_matches_an_uninterrupted_run(run_dir, tmp_path)
     assert main(["run", str(recipe), "--out", str(single)]) == 0
 
     proc = _torchrun("run", str(recipe), "--out", str(crashed), stderr=subprocess.DEVNULL)
-    ckpt = crashed / ".pretrain.partial" / "checkpoints" / "step-00000008" / "trainer_state.json"
-    deadline = time.time() + 240
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    _kill_9_tree(proc.pid)
-    proc.wait()
-    assert ckpt.exists(), "the run never reached its second checkpoint"
+    _kill_9_after_checkpoint(proc, crashed, 8)
     assert not (crashed / "pretrain").exists()
 
     proc = _torchrun(

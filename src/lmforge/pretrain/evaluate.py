@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,9 @@ import torch.nn.functional as F
 from lmforge.core.distributed import DistInfo
 from lmforge.pretrain.config import PretrainConfig
 from lmforge.pretrain.sampler import mix_seed
+
+if TYPE_CHECKING:
+    from lmforge.pretrain.objectives import PretrainData
 
 EVAL_STREAM = 2**31 - 1  # keeps eval masks apart from every training step's masks
 
@@ -77,3 +81,27 @@ def evaluate(
     if nsp_n:
         out_metrics["nsp_accuracy"] = nsp_ok / nsp_n
     return out_metrics
+
+
+def unigram_loss(data: PretrainData, n_blocks: int) -> float | None:
+    """Val loss (nats/token) of the train split's token frequencies (add-one smoothed).
+
+    The score of a model that ignores context, next to ``val_loss`` in the summary: a model
+    no better than this has learned token frequencies only. Over the same first ``n_blocks``
+    val blocks as ``evaluate``; CLM scores every next token, MLM the tokens masking can pick
+    (MLM masks a random 15% of them, so the expectation is the same).
+    """
+    if data.val is None:
+        return None
+    train, val = data.train.input_ids, data.val.input_ids[:n_blocks]
+    if data.objective == "clm":
+        val = val[:, 1:]  # the first token of a block is never a target
+    train, val = train.flatten(), val.flatten()
+    if data.objective != "clm":
+        specials = torch.tensor(sorted(data.special_ids), dtype=train.dtype)
+        train, val = train[~torch.isin(train, specials)], val[~torch.isin(val, specials)]
+    if not len(val):
+        return None
+    vocab = max(data.vocab_size, int(train.max()) + 1, int(val.max()) + 1)
+    counts = torch.bincount(train, minlength=vocab).double() + 1
+    return float(-(counts / counts.sum()).log()[val].mean())

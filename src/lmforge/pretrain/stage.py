@@ -126,6 +126,7 @@ def plot_loss(history: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
     from lmforge.models import build_model, count_params, flops_per_token, special_token_ids
+    from lmforge.pretrain.evaluate import unigram_loss
     from lmforge.pretrain.loop import train
     from lmforge.pretrain.parallel import gather_state, uses_fsdp
 
@@ -195,6 +196,7 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
             (r["loss"] for r in reversed(result.history) if math.isfinite(r["loss"])), None
         ),
         **{f"val_{k}": v for k, v in result.final_eval.items()},
+        "unigram_val_loss": unigram_loss(data, cfg.eval_batches * cfg.batch_size),
         "tokens_per_second": result.tokens_per_second * ctx.dist.world_size,
         "train_seconds": result.train_seconds,
         "flops_per_token": flops,
