@@ -81,7 +81,11 @@ def prepare(preset: str, block: int, cache: Path) -> tuple[Path, Path]:
     tok_dir = cache / f"tokenizer-{kind}-{VOCAB}"
     data_path = cache / f"data-{kind}-{VOCAB}-{objective}-{block}.pt"
     if tok_dir.joinpath("tokenizer.json").exists() and data_path.exists():
-        return tok_dir, data_path
+        try:  # a cache written by an older version of this script may not load safely
+            torch.load(data_path, weights_only=True)
+            return tok_dir, data_path
+        except Exception:  # noqa: BLE001 - any unreadable cache is rebuilt
+            print(f"  rebuilding the unreadable cache {data_path}", flush=True)
     texts = [d.text for d in load_builtin("bbc-news") if d.text]
     n_val = max(1, int(len(texts) * VAL_FRACTION))
     train_texts, val_texts = texts[:-n_val], texts[-n_val:]
