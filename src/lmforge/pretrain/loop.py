@@ -103,6 +103,8 @@ def train(
     if cfg.compile:
         model = torch.compile(model)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+    # we tell fused AdamW when to skip, unless the fp16 scaler does (it sets found_inf itself)
+    mark_skip = skip_on_device and not scaler.is_enabled()
     amp = autocast_context(cfg.precision, device)
     sampler = BatchSampler(num_train, cfg.batch_size, cfg.grad_accum, seed)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * tokens_per_sample
@@ -197,11 +199,11 @@ def train(
                     grad_norm = full_tensor(
                         torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
                     )
-                if skip_on_device and not scaler.is_enabled():  # (the fp16 scaler sets its own)
+                if mark_skip:
                     optimizer.grad_scale, optimizer.found_inf = None, (~finite).float()
                 scaler.step(optimizer)
                 scaler.update()
-                if skip_on_device and not scaler.is_enabled():
+                if mark_skip:
                     del optimizer.grad_scale, optimizer.found_inf
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
