@@ -5,7 +5,7 @@ fine-tunes the built-in all-MiniLM-L6-v2 encoder through lmforge's own code path
 (``finetune.stage.train_and_test``: the classification task, ``apply_method``, the ``fit``
 loop) on the same split, with the same epochs, batch, max_length and seed; only the learning
 rate differs, each at a standard value for its method (``LR``, overridable). The classic
-baseline, TF-IDF + logistic regression (``lmforge.finetune.baselines``), trains on the same
+baseline, TF-IDF + logistic regression (``lmforge.tasks.baselines``), trains on the same
 train split.
 
 Data: the built-in ``bbc-news`` (2,127 articles after exact dedup, 5 topics), near-duplicates
@@ -86,8 +86,8 @@ def run_worker(args: argparse.Namespace) -> None:
     from lmforge.finetune.config import FinetuneConfig, FinetuneModel
     from lmforge.finetune.methods import MethodConfig
     from lmforge.finetune.stage import train_and_test
-    from lmforge.finetune.tasks import TASKS
     from lmforge.models import resolve_model_path
+    from lmforge.tasks import TASKS
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -164,7 +164,7 @@ def run_method(method: str, args: argparse.Namespace, lr: float) -> dict:
 
 def tfidf_baseline(splits: dict) -> dict:
     from lmforge.evaluate.metrics import classification_metrics
-    from lmforge.finetune.baselines import tfidf_logreg
+    from lmforge.tasks.baselines import tfidf_logreg
 
     train, test = splits["train"], splits["test"]
     t0 = time.perf_counter()

@@ -154,7 +154,8 @@ def worker_setup(args):  # noqa: ANN201 - (cfg, data, tokenizer, model)
     from transformers import AutoTokenizer
 
     from lmforge.models import build_model, special_token_ids
-    from lmforge.pretrain.config import ModelSpec, PretrainConfig
+    from lmforge.models.spec import ModelSpec
+    from lmforge.pretrain.config import PretrainConfig
 
     _, objective = tokenizer_kind(args.model)
     cfg = PretrainConfig(

@@ -339,8 +339,8 @@ def test_builtin_recipe_end_to_end_at_tiny_size(tmp_path, capsys, name):
     if "tokenizer" in stages:
         assert stages["tokenizer"]["metrics"]["unk_rate"] < 0.01
     if "finetune" in stages:  # the task's main metric, as summary.json reports it
-        from lmforge.finetune.tasks import TASKS
         from lmforge.recipe import load_recipe
+        from lmforge.tasks import TASKS
 
         task = TASKS.get(load_recipe(name).finetune.task)
         assert math.isfinite(stages["finetune"]["metrics"][task.main_metric])

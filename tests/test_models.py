@@ -35,7 +35,7 @@ from lmforge.models import (
     resolve_model_path,
 )
 from lmforge.models import builtin as builtin_models
-from lmforge.pretrain.config import ModelSpec
+from lmforge.models.spec import ModelSpec
 
 VOCAB = 300
 SPECIALS = {"bos": 1, "eos": 1, "pad": 0}

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from lmforge.core.errors import LmforgeError
+from lmforge.stages import STAGE_LIST, StageSpec
 
 app = typer.Typer(
     name="lmforge",
@@ -42,6 +43,9 @@ SetOpt = Annotated[
 ]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Redo stages even if their inputs are unchanged.")
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue from the stage's last checkpoint.")
 ]
 
 
@@ -87,8 +91,8 @@ def _run_through(
     force: bool,
 ) -> None:
     """Run ``stage`` and the configured stages before it (those already done are reused)."""
-    from lmforge.recipe import AVAILABLE_STAGES
     from lmforge.runner import run_recipe
+    from lmforge.stages import AVAILABLE_STAGES
 
     r = _load(recipe, overrides)
     if getattr(r, stage) is None:
@@ -135,40 +139,39 @@ def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     _echo(f"{recipe}: valid (stages: {', '.join(r.stages()) or 'none'})")
 
 
-@app.command()
-def data(
-    recipe: RecipeArg = "quickstart",
-    out: OutOpt = None,
-    set_: SetOpt = None,
-    force: ForceOpt = False,
-) -> None:
-    """Run only the data stage: load, clean, scrub PII, deduplicate, split."""
-    _run(recipe, out, set_, "data", False, force)
+def _add_stage_command(spec: StageSpec) -> None:
+    """``lmforge <stage> RECIPE``: run the stage and the configured stages before it."""
+    help_text = (
+        f"{spec.description} Runs the recipe's earlier stages first when they are not done "
+        "(those already done are reused)."
+    )
+    if spec.resumable:
+
+        def command(
+            recipe: RecipeArg = "quickstart",
+            out: OutOpt = None,
+            set_: SetOpt = None,
+            resume: ResumeOpt = False,
+            force: ForceOpt = False,
+        ) -> None:
+            _run_through(recipe, out, set_, spec.name, resume, force)
+
+    else:
+
+        def command(
+            recipe: RecipeArg = "quickstart",
+            out: OutOpt = None,
+            set_: SetOpt = None,
+            force: ForceOpt = False,
+        ) -> None:
+            _run_through(recipe, out, set_, spec.name, False, force)
+
+    app.command(name=spec.name, help=help_text)(command)
 
 
-@app.command()
-def tokenizer(
-    recipe: RecipeArg = "quickstart",
-    out: OutOpt = None,
-    set_: SetOpt = None,
-    force: ForceOpt = False,
-) -> None:
-    """Train the recipe's tokenizer (running the data stage first if it is not done)."""
-    _run_through(recipe, out, set_, "tokenizer", False, force)
-
-
-@app.command()
-def pretrain(
-    recipe: RecipeArg = "quickstart",
-    out: OutOpt = None,
-    set_: SetOpt = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the last checkpoint.")
-    ] = False,
-    force: ForceOpt = False,
-) -> None:
-    """Pretrain the recipe's model (running data and tokenizer first if they are not done)."""
-    _run_through(recipe, out, set_, "pretrain", resume, force)
+for _spec in STAGE_LIST:
+    if _spec.command:
+        _add_stage_command(_spec)
 
 
 @app.command()
@@ -208,17 +211,6 @@ def generate(
         chat=chat,
     )
     _echo(prompt + text)
-
-
-@app.command()
-def finetune(
-    recipe: RecipeArg = "quickstart",
-    out: OutOpt = None,
-    set_: SetOpt = None,
-    force: ForceOpt = False,
-) -> None:
-    """Fine-tune the recipe's model (running the stages before it if they are not done)."""
-    _run_through(recipe, out, set_, "finetune", False, force)
 
 
 @app.command()

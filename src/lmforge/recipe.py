@@ -25,22 +25,9 @@ from lmforge.data.config import DataConfig
 from lmforge.evaluate.config import EvaluateConfig
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.pretrain.config import PretrainConfig
+from lmforge.stages import AVAILABLE_STAGES, STAGE_LIST, STAGE_SPECS, STAGES
 from lmforge.tokenizer.config import TokenizerConfig
 
-# Every stage a recipe may name, in the order a run executes them.
-STAGES = (
-    "data",
-    "tokenizer",
-    "pretrain",
-    "finetune",
-    "evaluate",
-    "compress",
-    "explain",
-    "serve",
-    "report",
-)
-# Stages this version implements; the rest are rejected with a clear message.
-AVAILABLE_STAGES = ("data", "tokenizer", "pretrain", "finetune", "evaluate")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
@@ -52,80 +39,23 @@ class Recipe(StrictModel):
     )
     description: str = Field("", description="One line shown by `lmforge recipes`.")
     seed: int = Field(0, ge=0, description="Seed for every random number generator of the run.")
-    data: DataConfig | None = Field(
-        None, description="Load, clean, deduplicate and split a corpus."
+    data: DataConfig | None = Field(None, description=STAGE_SPECS["data"].description)
+    tokenizer: TokenizerConfig | None = Field(
+        None, description=STAGE_SPECS["tokenizer"].description
     )
-    tokenizer: TokenizerConfig | None = Field(None, description="Train a subword tokenizer.")
-    pretrain: PretrainConfig | None = Field(
-        None, description="Self-supervised training of a Transformer (causal or masked LM)."
-    )
-    finetune: FinetuneConfig | None = Field(
-        None, description="Fine-tune a model on a task (full or parameter-efficient)."
-    )
-    evaluate: EvaluateConfig | None = Field(
-        None,
-        description="Score the fine-tuned model on test data; size, latency, peak memory.",
-    )
+    pretrain: PretrainConfig | None = Field(None, description=STAGE_SPECS["pretrain"].description)
+    finetune: FinetuneConfig | None = Field(None, description=STAGE_SPECS["finetune"].description)
+    evaluate: EvaluateConfig | None = Field(None, description=STAGE_SPECS["evaluate"].description)
     versions: dict[str, str] | None = Field(
         None, description="Written by lmforge into a run's recipe.yaml; ignored on input."
     )
 
     @model_validator(mode="after")
-    def _finetune_inputs(self) -> Recipe:
-        if self.finetune is None:
-            return self
-        if self.finetune.model.path == "pretrain" and self.pretrain is None:
-            raise ValueError(
-                "finetune: model.path is 'pretrain' but the recipe has no pretrain section"
-            )
-        if self.finetune.data.train is None and self.data is None:
-            raise ValueError(
-                "finetune: give finetune.data.train or a data section to take labelled splits from"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _finetune_model(self) -> Recipe:
-        ft = self.finetune
-        if ft is None or ft.model.preset is None or self.tokenizer is not None:
-            return self
-        from lmforge.finetune.tasks import TASKS
-
-        if TASKS.get(ft.task).preset_uses_tokenizer:
-            raise ValueError(
-                f"finetune: model.preset {ft.model.preset!r} is trained from scratch and needs "
-                "this run's tokenizer; add a tokenizer section"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _evaluate_inputs(self) -> Recipe:
-        if self.evaluate is None:
-            return self
-        if self.finetune is None:
-            raise ValueError(
-                "evaluate: needs a finetune section (its task, data columns and model)"
-            )
-        from lmforge.finetune.fewshot_config import INFERENCE_METHODS
-
-        if self.evaluate.model == "finetune" and self.finetune.method in INFERENCE_METHODS:
-            raise ValueError(
-                f"evaluate: finetune.method {self.finetune.method!r} trains and saves no model; "
-                "set evaluate.model to a model directory or drop the evaluate section"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _pretrain_inputs(self) -> Recipe:
-        if self.pretrain is None:
-            return self
-        if self.data is None:
-            raise ValueError("pretrain: needs a data section to train on")
-        if self.pretrain.model.path is None and self.tokenizer is None:
-            raise ValueError(
-                "pretrain: a model trained from a preset needs the run's tokenizer; add a tokenizer "
-                "section, or continue a model that brings its own (pretrain.model.path)"
-            )
+    def _cross_section_checks(self) -> Recipe:
+        """Each configured stage checks what it needs from the other sections."""
+        for spec in STAGE_LIST:
+            if spec.check is not None and getattr(self, spec.name) is not None:
+                spec.check(self)
         return self
 
     def stages(self) -> list[str]:

@@ -23,10 +23,11 @@ from lmforge.core.distributed import barrier, broadcast_object, init_distributed
 from lmforge.core.errors import LmforgeError, RecipeError
 from lmforge.core.hashing import hash_json
 from lmforge.core.log import logger
-from lmforge.core.rundir import RunDir, StageResult, write_stage_state
+from lmforge.core.rundir import RunDir, write_stage_state
 from lmforge.core.seed import seed_everything
-from lmforge.recipe import AVAILABLE_STAGES, STAGES, Recipe, resolved_yaml
-from lmforge.stages import STAGE_SPECS, StageContext
+from lmforge.core.stage import StageContext, StageResult
+from lmforge.recipe import Recipe, resolved_yaml
+from lmforge.stages import AVAILABLE_STAGES, STAGE_SPECS, STAGES
 
 RUNS_DIR = Path("runs")
 

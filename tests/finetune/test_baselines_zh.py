@@ -5,9 +5,9 @@ import pytest
 from lmforge.data.builtin import load_builtin
 from lmforge.data.document import Document
 from lmforge.evaluate.metrics import classification_metrics
-from lmforge.finetune.baselines import snownlp_bayes
-from lmforge.finetune.tasks import TASKS
-from lmforge.finetune.tasks.classification import LabelInfo
+from lmforge.tasks import TASKS
+from lmforge.tasks.baselines import snownlp_bayes
+from lmforge.tasks.classification import LabelInfo
 
 
 @pytest.fixture(scope="module")

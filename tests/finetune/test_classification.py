@@ -9,9 +9,9 @@ from lmforge.data.builtin import load_builtin
 from lmforge.data.document import Document
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.methods import MethodConfig, apply_method, trainable_parameters
-from lmforge.finetune.tasks import TASKS
-from lmforge.finetune.tasks.classification import LabelInfo
 from lmforge.finetune.train import fit, linear_schedule
+from lmforge.tasks import TASKS
+from lmforge.tasks.classification import LabelInfo
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer.train import to_transformers, train_tokenizer
 
@@ -112,7 +112,7 @@ def test_lora_on_minilm_classifies_bbc(bbc):
 
 def test_tfidf_baseline_on_english_and_chinese(bbc):
     from lmforge.evaluate.metrics import classification_metrics
-    from lmforge.finetune.baselines import mostly_cjk, tfidf_logreg
+    from lmforge.tasks.baselines import mostly_cjk, tfidf_logreg
 
     train, test = bbc
     preds = tfidf_logreg([d.text for d in train], [d.label for d in train], [d.text for d in test])

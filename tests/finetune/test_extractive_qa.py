@@ -19,10 +19,10 @@ from lmforge.data.document import Document
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.methods import MethodConfig, apply_method
 from lmforge.finetune.stage import merge_adapter
-from lmforge.finetune.tasks import TASKS
-from lmforge.finetune.tasks.extractive_qa import QAInfo, best_span, sliding_window_answer
 from lmforge.finetune.train import fit
 from lmforge.models import resolve_model_path
+from lmforge.tasks import TASKS
+from lmforge.tasks.extractive_qa import QAInfo, best_span, sliding_window_answer
 
 TASK = TASKS.get("extractive-qa")
 INFO = QAInfo()

@@ -22,9 +22,9 @@ from lmforge.data.document import Document
 from lmforge.data.sources import LoadStats, load_source
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.methods import MethodConfig, apply_method, trainable_parameters
-from lmforge.finetune.tasks import TASKS
-from lmforge.finetune.tasks.image_classification import image_collate
 from lmforge.finetune.train import fit
+from lmforge.tasks import TASKS
+from lmforge.tasks.image_classification import image_collate
 
 TASK = TASKS.get("image-classification")
 CFG = FinetuneConfig(task="image-classification", model={"preset": "vit-tiny"}, batch_size=32)

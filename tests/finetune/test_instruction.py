@@ -12,9 +12,10 @@ from lmforge.core.errors import DataError, LmforgeError
 from lmforge.data.builtin import DATASETS, load_builtin
 from lmforge.data.document import Document
 from lmforge.finetune.config import FinetuneConfig
-from lmforge.finetune.tasks import TASKS
-from lmforge.finetune.tasks.generation import decode, greedy_generate
-from lmforge.finetune.tasks.instruction import (
+from lmforge.finetune.train import fit
+from lmforge.tasks import TASKS
+from lmforge.tasks.generation import decode, greedy_generate
+from lmforge.tasks.instruction import (
     InstructionInfo,
     chat_format,
     collate,
@@ -22,7 +23,6 @@ from lmforge.finetune.tasks.instruction import (
     response_nll,
     retrieval_replies,
 )
-from lmforge.finetune.train import fit
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer.train import to_transformers, train_tokenizer
 
@@ -346,8 +346,8 @@ def test_finetune_stage_from_files_trains_lora_merges_and_reloads(tmp_path, pair
 
 @pytest.mark.slow
 def test_smollm2_chat_template_masks_its_system_prompt_and_turn():
-    from lmforge.finetune.tasks.base import load_tokenizer
     from lmforge.models import resolve_model_path
+    from lmforge.tasks.base import load_tokenizer
 
     tok = load_tokenizer(resolve_model_path("smollm2-135m"))  # converted once (~20 s), cached
     fmt = chat_format(tok)

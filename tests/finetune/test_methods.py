@@ -108,8 +108,8 @@ def test_unknown_targets_are_a_clear_error():
 
 
 def test_fit_prunes_adalora_ranks_to_the_budget():
-    from lmforge.finetune.tasks.base import Encoded
     from lmforge.finetune.train import fit
+    from lmforge.tasks.base import Encoded
 
     b = batch()
     features = [

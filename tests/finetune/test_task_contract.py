@@ -14,7 +14,7 @@ from lmforge.data.builtin import load_builtin
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.methods import METHODS
 from lmforge.finetune.stage import train_and_test
-from lmforge.finetune.tasks import TASKS
+from lmforge.tasks import TASKS
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer.train import save_tokenizer, to_transformers, train_tokenizer
 

@@ -13,15 +13,15 @@ from lmforge.data.builtin import PEOPLES_DAILY_TAGS, load_builtin, package_dir
 from lmforge.data.document import Document
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.methods import MethodConfig, apply_method
-from lmforge.finetune.tasks import TASKS
-from lmforge.finetune.tasks.token_classification import (
+from lmforge.finetune.train import fit
+from lmforge.tasks import TASKS
+from lmforge.tasks.token_classification import (
     IGNORE,
     TagInfo,
     chunk_spans,
     transition_mask,
     viterbi,
 )
-from lmforge.finetune.train import fit
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer.train import save_tokenizer, to_transformers, train_tokenizer
 

@@ -13,9 +13,9 @@ from lmforge.data.document import Document
 from lmforge.data.shards import write_shards
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.methods import MethodConfig, apply_method
-from lmforge.finetune.tasks import TASKS
-from lmforge.finetune.tasks.translation import PairInfo, translation_memory
 from lmforge.finetune.train import fit
+from lmforge.tasks import TASKS
+from lmforge.tasks.translation import PairInfo, translation_memory
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer.stage import training_texts
 from lmforge.tokenizer.train import save_tokenizer, to_transformers, train_tokenizer
@@ -51,7 +51,7 @@ def tokenizer_dir(tmp_path_factory, pairs):
 
 @pytest.fixture(scope="module")
 def tokenizer(tokenizer_dir):
-    from lmforge.finetune.tasks.base import load_tokenizer
+    from lmforge.tasks.base import load_tokenizer
 
     return load_tokenizer(tokenizer_dir)
 

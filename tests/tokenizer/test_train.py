@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from lmforge.core.errors import DataError
 from lmforge.core.metrics import MetricsLogger
 from lmforge.tokenizer.config import TokenizerConfig
-from lmforge.tokenizer.stage import run_tokenizer_stage
+from lmforge.tokenizer.stage import build_tokenizer
 from lmforge.tokenizer.train import (
     drop_rare_characters,
     measure,
@@ -109,14 +109,14 @@ def test_empty_corpus_is_a_clear_error(tmp_path):
     empty.write_text("\n\n")
     cfg = TokenizerConfig(files=[empty])
     with pytest.raises(DataError, match="empty"):
-        run_tokenizer_stage(cfg, None, tmp_path / "out", MetricsLogger(tmp_path / "m.jsonl"))
+        build_tokenizer(cfg, None, tmp_path / "out", MetricsLogger(tmp_path / "m.jsonl"))
 
 
 def test_stage_trains_on_files_and_reports_metrics(tmp_path, en_texts):
     src = tmp_path / "corpus.txt"
     src.write_text("\n".join(en_texts[:100]), encoding="utf-8")
     out = tmp_path / "tok"
-    result = run_tokenizer_stage(
+    result = build_tokenizer(
         TokenizerConfig(files=[src], vocab_size=1000),
         None,
         out,

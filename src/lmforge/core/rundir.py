@@ -12,23 +12,15 @@ Layout::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from lmforge.core.atomic import write_json_atomic, write_text_atomic
 from lmforge.core.metrics import MetricsLogger
+from lmforge.core.stage import StageResult
 
 Status = Literal["done", "failed", "skipped"]
 STAGE_STATE = "_stage.json"
-
-
-@dataclass
-class StageResult:
-    """What a stage returns: numbers for the summary and paths (relative to the stage dir)."""
-
-    metrics: dict[str, Any] = field(default_factory=dict)
-    artifacts: dict[str, str] = field(default_factory=dict)
 
 
 class RunDir:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from lmforge.core.atomic import write_json_atomic
 from lmforge.core.errors import DataError
+from lmforge.core.hashing import fingerprint_path
 from lmforge.core.metrics import MetricsLogger
-from lmforge.core.rundir import StageResult
+from lmforge.core.stage import StageContext, StageResult, StageSpec
 from lmforge.data.config import DataConfig
 from lmforge.data.document import Document
 from lmforge.data.pipeline import PipelineStats, dedup_docs, dedup_key, filter_docs, rewrite_texts
@@ -35,9 +37,7 @@ def load_documents(cfg: DataConfig, stats: PipelineStats) -> tuple[list[Document
     return docs, per_source
 
 
-def run_data_stage(
-    cfg: DataConfig, out_dir: Path, seed: int, metrics: MetricsLogger
-) -> StageResult:
+def build_corpus(cfg: DataConfig, out_dir: Path, seed: int, metrics: MetricsLogger) -> StageResult:
     """Build the corpus in ``out_dir`` (a temporary directory the runner swaps in on success)."""
     from lmforge.data.clean import length_reason
     from lmforge.data.quality import gopher_reason, language_reason
@@ -126,3 +126,20 @@ def run_data_stage(
     }
     metrics.log_dict("data", result)
     return StageResult(metrics=result, artifacts=artifacts)
+
+
+def run_data_stage(ctx: StageContext, out: Path) -> StageResult:
+    return build_corpus(ctx.recipe.data, out, ctx.recipe.seed, ctx.metrics)
+
+
+def _inputs(recipe: Any) -> Any:
+    return [fingerprint_path(s.path) if s.path else s.builtin for s in recipe.data.sources]
+
+
+SPEC = StageSpec(
+    name="data",
+    config=DataConfig,
+    description="Load, clean, deduplicate and split a corpus.",
+    run=run_data_stage,
+    inputs=_inputs,
+)

@@ -33,7 +33,7 @@ def evaluate_command(
     from lmforge.evaluate.config import EvaluateConfig
     from lmforge.evaluate.stage import evaluate_model
     from lmforge.finetune.config import FinetuneConfig
-    from lmforge.finetune.tasks import TASKS
+    from lmforge.tasks import TASKS
 
     text_column, label_column, question_column = columns
     try:

@@ -83,7 +83,7 @@ def _profile_child(task_name: str, path: str, info: Any, batches: dict, repeats:
 
     import torch
 
-    from lmforge.finetune.tasks import TASKS
+    from lmforge.tasks import TASKS
 
     torch.set_num_threads(torch.get_num_threads())
     try:

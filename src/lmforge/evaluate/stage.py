@@ -10,25 +10,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lmforge.core.errors import DataError, LmforgeError
+from lmforge.core.errors import DataError
 from lmforge.core.log import logger
-from lmforge.core.rundir import StageResult
+from lmforge.core.stage import StageContext, StageResult, StageSpec
 from lmforge.data.document import Document
 from lmforge.evaluate.config import EvaluateConfig
 from lmforge.finetune.config import FinetuneConfig
-
-if TYPE_CHECKING:
-    from lmforge.stages import StageContext
-
-
-def finetuned_model_dir(root: Path) -> Path:
-    """This run's fine-tuned model: the merged model when saved, else model/ (adapter or full)."""
-    for name in ("merged", "model"):
-        if (root / "finetune" / name).is_dir():
-            return root / "finetune" / name
-    raise LmforgeError("evaluate: the finetune stage saved no model (zero-shot methods save none)")
 
 
 def align_labels(info: Any, model_dir: Path) -> Any:
@@ -80,7 +69,7 @@ def evaluate_model(
         profile_in_fresh_process,
     )
     from lmforge.finetune.stage import write_predictions
-    from lmforge.finetune.tasks import TASKS
+    from lmforge.tasks import TASKS
 
     task = TASKS.get(task_name)
     if ecfg.max_examples:
@@ -125,7 +114,8 @@ def run_evaluate_stage(ctx: StageContext, out: Path) -> StageResult:
     from lmforge.data.config import SourceConfig
     from lmforge.data.sources import LoadStats, load_source
     from lmforge.finetune.stage import load_labelled
-    from lmforge.finetune.tasks import TASKS
+    from lmforge.models import resolve_model_ref
+    from lmforge.tasks import TASKS
 
     ecfg, fcfg = ctx.recipe.evaluate, ctx.recipe.finetune
     assert ecfg is not None and fcfg is not None  # the recipe validator requires both
@@ -142,7 +132,7 @@ def run_evaluate_stage(ctx: StageContext, out: Path) -> StageResult:
         docs = load_source(src, LoadStats())
     else:
         docs = splits["test"]
-    path = finetuned_model_dir(ctx.root) if ecfg.model == "finetune" else Path(ecfg.model)
+    path = resolve_model_ref(ecfg.model, ctx.root)
     logger.info("evaluate: %s on %d test examples", path, len(docs))
     metrics, artifacts = evaluate_model(
         fcfg.task, path, docs, info, fcfg, ecfg, out, f"{ctx.recipe.name}: evaluate"
@@ -152,3 +142,38 @@ def run_evaluate_stage(ctx: StageContext, out: Path) -> StageResult:
         "evaluate", {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     )
     return StageResult(metrics=metrics, artifacts=artifacts)
+
+
+def _inputs(recipe: Any) -> Any:
+    from lmforge.core.hashing import fingerprint_path
+    from lmforge.models import model_identity
+
+    test = recipe.evaluate.test
+    return {
+        "test": fingerprint_path(test) if test else None,
+        "model": model_identity(recipe.evaluate.model),
+    }
+
+
+def _check(recipe: Any) -> None:
+    if recipe.finetune is None:
+        raise ValueError("evaluate: needs a finetune section (its task, data columns and model)")
+    from lmforge.finetune.fewshot_config import INFERENCE_METHODS
+
+    if recipe.evaluate.model == "finetune" and recipe.finetune.method in INFERENCE_METHODS:
+        raise ValueError(
+            f"evaluate: finetune.method {recipe.finetune.method!r} trains and saves no model; "
+            "set evaluate.model to a model directory or drop the evaluate section"
+        )
+
+
+SPEC = StageSpec(
+    name="evaluate",
+    config=EvaluateConfig,
+    description="Score the fine-tuned model on test data; size, latency, peak memory.",
+    run=run_evaluate_stage,
+    inputs=_inputs,
+    needs=("data", "finetune"),
+    check=_check,
+    command=False,  # `lmforge evaluate MODEL_DIR` scores any saved model
+)

@@ -32,10 +32,10 @@ class FinetuneModel(StrictModel):
                 "give model.path (a directory, minilm-l6, smollm2-135m or 'pretrain') "
                 "or model.preset, not both"
             )
-        if self.path is not None and self.path != "pretrain":
-            from lmforge.models import check_model_path
+        if self.path is not None:
+            from lmforge.models import check_model_ref
 
-            check_model_path(self.path)
+            check_model_ref(self.path)
         return self
 
 
@@ -119,7 +119,7 @@ class FinetuneConfig(StrictModel):
     @model_validator(mode="after")
     def _known(self) -> FinetuneConfig:
         from lmforge.finetune.methods import METHODS
-        from lmforge.finetune.tasks import TASKS
+        from lmforge.tasks import TASKS
 
         if self.task not in TASKS:
             raise ValueError(TASKS.unknown_message(self.task))

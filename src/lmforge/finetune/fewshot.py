@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     import torch
 
     from lmforge.finetune.config import FinetuneConfig
-    from lmforge.finetune.tasks.base import Task
-    from lmforge.finetune.tasks.classification import LabelInfo
     from lmforge.stages import StageContext
+    from lmforge.tasks.base import Task
+    from lmforge.tasks.classification import LabelInfo
 
 
 # ---------------------------------------------------------------- sampling
@@ -114,7 +114,7 @@ def load_scoring_model(path: Path, kind: str) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer): a bare encoder for embeddings, a causal LM otherwise."""
     from transformers import AutoModel, AutoModelForCausalLM
 
-    from lmforge.finetune.tasks.base import load_tokenizer
+    from lmforge.tasks.base import load_tokenizer
 
     auto = AutoModel if kind == "embedding" else AutoModelForCausalLM
     return auto.from_pretrained(path).eval(), load_tokenizer(path)
@@ -252,7 +252,7 @@ def run_fewshot(ctx: StageContext, out: Path) -> StageResult:
     trained on the whole training split and scored on the same texts.
     """
     from lmforge.finetune.stage import load_labelled
-    from lmforge.finetune.tasks import TASKS
+    from lmforge.tasks import TASKS
 
     cfg = ctx.recipe.finetune
     assert cfg is not None
@@ -394,7 +394,7 @@ def run_curve(
 
 def tfidf_curve(problem: Problem, ks: list[int]) -> dict[str, float]:
     """TF-IDF + logistic regression trained on the same k-shot samples (k >= 1)."""
-    from lmforge.finetune.baselines import tfidf_logreg
+    from lmforge.tasks.baselines import tfidf_logreg
 
     refs = [d.label for d in problem.test]
     out = {}

@@ -37,10 +37,10 @@ class CurveMethod(StrictModel):
             raise ValueError("zero-shot is the in-context method at k=0: use 'in-context'")
         if self.method != "in-context" and self.method not in METHODS:
             raise ValueError(METHODS.unknown_message(self.method) + " (or in-context)")
-        if self.model is not None and self.model != "pretrain":
-            from lmforge.models import check_model_path
+        if self.model is not None:
+            from lmforge.models import check_model_ref
 
-            check_model_path(self.model)
+            check_model_ref(self.model)
         return self
 
 

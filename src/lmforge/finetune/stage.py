@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
-from lmforge.core.rundir import StageResult
+from lmforge.core.stage import StageContext, StageResult, StageSpec
 from lmforge.data.document import Document
 from lmforge.finetune.config import FinetuneConfig
 
 if TYPE_CHECKING:
-    from lmforge.finetune.tasks.base import Encoded, Splits, Task
     from lmforge.stages import StageContext
+    from lmforge.tasks.base import Encoded, Splits, Task
 
 
 def load_labelled(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, list[Document]]:
@@ -77,17 +77,10 @@ def load_labelled(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, list[Docu
 
 
 def model_dir(cfg: FinetuneConfig, ctx: StageContext) -> Path:
-    from lmforge.models import resolve_model_path
+    from lmforge.models import resolve_model_ref
 
     assert cfg.model.path is not None
-    if cfg.model.path == "pretrain":
-        pretrained = ctx.root / "pretrain" / "model"
-        if not (pretrained / "config.json").exists():
-            raise LmforgeError(
-                "finetune.model.path is 'pretrain' but the pretrain stage has no model yet"
-            )
-        return pretrained
-    return resolve_model_path(cfg.model.path)
+    return resolve_model_ref(cfg.model.path, ctx.root)
 
 
 def starting_model(task: Task, cfg: FinetuneConfig, ctx: StageContext, info: Any) -> tuple:
@@ -176,7 +169,7 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
 
     from lmforge.finetune.fewshot_config import INFERENCE_METHODS
     from lmforge.finetune.methods import METHODS
-    from lmforge.finetune.tasks import TASKS
+    from lmforge.tasks import TASKS
 
     cfg = ctx.recipe.finetune
     assert cfg is not None
@@ -296,3 +289,43 @@ def _outputs(out: Any) -> list[Any]:
     if getattr(out, "logits", None) is not None:
         return [out.logits]
     return [out.start_logits, out.end_logits]
+
+
+def _inputs(recipe: Any) -> Any:
+    from lmforge.core.hashing import fingerprint_path
+    from lmforge.models import model_identity
+
+    d = recipe.finetune.data
+    files = [fingerprint_path(p) for p in (d.train, d.val, d.test) if p is not None]
+    return {"files": files, "model": model_identity(recipe.finetune.model.path)}
+
+
+def _check(recipe: Any) -> None:
+    ft = recipe.finetune
+    if ft.model.path == "pretrain" and recipe.pretrain is None:
+        raise ValueError(
+            "finetune: model.path is 'pretrain' but the recipe has no pretrain section"
+        )
+    if ft.data.train is None and recipe.data is None:
+        raise ValueError(
+            "finetune: give finetune.data.train or a data section to take labelled splits from"
+        )
+    if ft.model.preset is not None and recipe.tokenizer is None:
+        from lmforge.tasks import TASKS
+
+        if TASKS.get(ft.task).preset_uses_tokenizer:
+            raise ValueError(
+                f"finetune: model.preset {ft.model.preset!r} is trained from scratch and needs "
+                "this run's tokenizer; add a tokenizer section"
+            )
+
+
+SPEC = StageSpec(
+    name="finetune",
+    config=FinetuneConfig,
+    description="Fine-tune a model on a task (full or parameter-efficient).",
+    run=run_finetune_stage,
+    inputs=_inputs,
+    needs=("data", "tokenizer", "pretrain"),
+    check=_check,
+)

@@ -19,6 +19,7 @@ from lmforge.models.builtin import (
 )
 from lmforge.models.flops import count_params, flops_per_token
 from lmforge.models.presets import PRESETS, ModelPreset
+from lmforge.models.refs import check_model_ref, model_identity, resolve_model_ref
 
 if TYPE_CHECKING:
     from lmforge.models.build import build_config, build_model, load_pretrained, special_token_ids
@@ -40,10 +41,13 @@ __all__ = [
     "build_model",
     "cache_dir",
     "check_model_path",
+    "check_model_ref",
     "count_params",
     "flops_per_token",
     "load_pretrained",
+    "model_identity",
     "resolve_model_path",
+    "resolve_model_ref",
     "special_token_ids",
 ]
 

@@ -22,7 +22,7 @@ from lmforge.models.presets import PRESETS, ModelPreset
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
-    from lmforge.pretrain.config import ModelSpec
+    from lmforge.models.spec import ModelSpec
 
 # Model types with an NSP head in their ``*ForPreTraining`` class (mlm+nsp).
 NSP_MODEL_TYPES = frozenset({"bert", "megatron-bert", "mobilebert", "ernie"})

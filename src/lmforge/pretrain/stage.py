@@ -13,18 +13,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import torch
+from typing import Any
 
 from lmforge.core.errors import DataError, LmforgeError
-from lmforge.core.hardware import matmul_peak_flops, select_device
 from lmforge.core.log import logger
-from lmforge.core.rundir import StageResult
+from lmforge.core.stage import StageContext, StageResult, StageSpec
 from lmforge.pretrain.config import PretrainConfig
-
-if TYPE_CHECKING:
-    from lmforge.stages import StageContext
 
 HOLDOUT_FRACTION = 0.05
 
@@ -46,6 +40,8 @@ def load_tokenizer(cfg: PretrainConfig, ctx: StageContext):  # noqa: ANN201 - tr
 
 def _holdout(blocks: Any, n: int) -> tuple[Any, Any]:
     """Split the last ``n`` rows off a ``Blocks`` (every tensor field alike)."""
+    import torch
+
     head, tail = {}, {}
     for f in dataclasses.fields(blocks):
         value = getattr(blocks, f.name)
@@ -125,6 +121,9 @@ def plot_loss(history: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
+    import torch
+
+    from lmforge.core.hardware import matmul_peak_flops, select_device
     from lmforge.models import build_model, count_params, flops_per_token, special_token_ids
     from lmforge.pretrain.evaluate import unigram_loss
     from lmforge.pretrain.loop import train
@@ -223,3 +222,31 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
         if cfg.tensorboard:
             artifacts["tensorboard"] = "tensorboard"
     return StageResult(metrics=metrics, artifacts=artifacts)
+
+
+def _inputs(recipe: Any) -> Any:
+    from lmforge.models import model_identity
+
+    return model_identity(recipe.pretrain.model.path)
+
+
+def _check(recipe: Any) -> None:
+    if recipe.data is None:
+        raise ValueError("pretrain: needs a data section to train on")
+    if recipe.pretrain.model.path is None and recipe.tokenizer is None:
+        raise ValueError(
+            "pretrain: a model trained from a preset needs the run's tokenizer; add a tokenizer "
+            "section, or continue a model that brings its own (pretrain.model.path)"
+        )
+
+
+SPEC = StageSpec(
+    name="pretrain",
+    config=PretrainConfig,
+    description="Self-supervised training of a Transformer (causal or masked LM).",
+    run=run_pretrain_stage,
+    inputs=_inputs,
+    needs=("data", "tokenizer"),
+    check=_check,
+    resumable=True,
+)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from lmforge.core.errors import DataError
+from lmforge.core.hashing import fingerprint_path
 from lmforge.core.log import logger
 from lmforge.core.metrics import MetricsLogger
-from lmforge.core.rundir import StageResult
+from lmforge.core.stage import StageContext, StageResult, StageSpec
 from lmforge.data.document import Document
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer.train import measure, save_tokenizer, to_transformers, train_tokenizer
@@ -69,9 +71,10 @@ def training_texts(cfg: TokenizerConfig, data_dir: Path | None) -> tuple[list[st
     return train, val
 
 
-def run_tokenizer_stage(
+def build_tokenizer(
     cfg: TokenizerConfig, data_dir: Path | None, out_dir: Path, metrics: MetricsLogger
 ) -> StageResult:
+    """Train on the data stage's text (or ``cfg.files``), measure on val, save in ``out_dir``."""
     train, val = training_texts(cfg, data_dir)
     t0 = time.perf_counter()
     tok = train_tokenizer(cfg, train)
@@ -92,3 +95,21 @@ def run_tokenizer_stage(
     }
     metrics.log_dict("tokenizer", result)
     return StageResult(metrics=result, artifacts={"tokenizer": "."})
+
+
+def run_tokenizer_stage(ctx: StageContext, out: Path) -> StageResult:
+    return build_tokenizer(ctx.recipe.tokenizer, ctx.stage_dir("data"), out, ctx.metrics)
+
+
+def _inputs(recipe: Any) -> Any:
+    return [fingerprint_path(p) for p in recipe.tokenizer.files or []]
+
+
+SPEC = StageSpec(
+    name="tokenizer",
+    config=TokenizerConfig,
+    description="Train a subword tokenizer.",
+    run=run_tokenizer_stage,
+    inputs=_inputs,
+    needs=("data",),
+)

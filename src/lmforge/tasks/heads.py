@@ -56,7 +56,7 @@ def encoder_from_preset(
     """A freshly initialised encoder preset (bert-tiny, ...) sized to the run's tokenizer, with
     the task's head: ``load`` is the task's ``load_model`` on a directory holding it."""
     from lmforge.models.build import build_model, special_token_ids
-    from lmforge.pretrain.config import ModelSpec
+    from lmforge.models.spec import ModelSpec
 
     tokenizer = _run_tokenizer(tokenizer_dir, preset)
     body = build_model(
@@ -68,7 +68,7 @@ def encoder_from_preset(
 
 
 def _run_tokenizer(tokenizer_dir: Path | None, preset: str) -> Any:
-    from lmforge.finetune.tasks.base import load_tokenizer
+    from lmforge.tasks.base import load_tokenizer
 
     if tokenizer_dir is None or not (tokenizer_dir / "tokenizer.json").exists():
         raise LmforgeError(

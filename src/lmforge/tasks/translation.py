@@ -17,7 +17,7 @@ from typing import Any, Literal
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
-from lmforge.finetune.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
+from lmforge.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
 
 # T5 v1.0 shapes (ReLU feed-forward, relative position buckets, tied embeddings), freshly
 # initialised and sized to the run's tokenizer. Params measured with 8,000 tokens:
@@ -40,7 +40,7 @@ class PairInfo:
 
     @classmethod
     def from_documents(cls, docs: list[Document]) -> PairInfo:
-        from lmforge.finetune.baselines import mostly_cjk
+        from lmforge.tasks.baselines import mostly_cjk
 
         return cls("zh" if mostly_cjk([d.label for d in docs]) else "en")  # type: ignore[misc]
 
@@ -138,14 +138,14 @@ def encode(tokenizer: Any, docs: list[Document], info: PairInfo, cfg: Any, split
 def load_model(path: Path, info: PairInfo) -> Any:
     from transformers import AutoModelForSeq2SeqLM
 
-    from lmforge.finetune.tasks.heads import load_head
+    from lmforge.tasks.heads import load_head
 
     return load_head(AutoModelForSeq2SeqLM, path, "translation")
 
 
 def predict(model: Any, data: Encoded, processor: Any, info: PairInfo, cfg: Any) -> list[str]:
     """Greedy decodes of the sources, at most ``generation_max_tokens`` each."""
-    from lmforge.finetune.tasks.generation import decode, greedy_generate
+    from lmforge.tasks.generation import decode, greedy_generate
 
     out = greedy_generate(
         model,
@@ -204,7 +204,7 @@ def from_preset(preset: str, info: PairInfo, tokenizer_dir: Path | None) -> tupl
     starts from the pad token, as T5 does; initialisation draws from torch's global RNG."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from lmforge.finetune.tasks.heads import _run_tokenizer
+    from lmforge.tasks.heads import _run_tokenizer
 
     tokenizer = _run_tokenizer(tokenizer_dir, preset)
     if tokenizer.eos_token_id is None:

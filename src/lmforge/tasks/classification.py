@@ -12,7 +12,7 @@ from typing import Any
 
 from lmforge.core.errors import DataError
 from lmforge.data.document import Document
-from lmforge.finetune.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
+from lmforge.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
 
 ENCODER_PRESETS = ("bert-tiny", "bert-small")
 
@@ -113,7 +113,7 @@ def encode(tokenizer: Any, docs: list[Document], info: LabelInfo, cfg: Any, spli
 def load_model(path: Path, info: LabelInfo) -> Any:
     from transformers import AutoModelForSequenceClassification
 
-    from lmforge.finetune.tasks.heads import label_config, load_head
+    from lmforge.tasks.heads import label_config, load_head
 
     return load_head(
         AutoModelForSequenceClassification,
@@ -162,7 +162,7 @@ def metrics(references: list[Any], predictions: list[Any], info: LabelInfo) -> d
 def baseline(splits: Splits, info: LabelInfo) -> dict[str, Any] | None:
     """TF-IDF + logistic regression on the same train/test split (single-label only); for
     mostly-Chinese text also snownlp's naive Bayes, under ``baseline["snownlp"]``."""
-    from lmforge.finetune.baselines import mostly_cjk, snownlp_bayes, tfidf_logreg
+    from lmforge.tasks.baselines import mostly_cjk, snownlp_bayes, tfidf_logreg
 
     if info.multi_label:
         return None
@@ -194,7 +194,7 @@ def report(scores: dict[str, Any], info: LabelInfo, out: Path, title: str) -> di
 
 
 def from_preset(preset: str, info: LabelInfo, tokenizer_dir: Path | None) -> tuple[Any, Any]:
-    from lmforge.finetune.tasks.heads import encoder_from_preset
+    from lmforge.tasks.heads import encoder_from_preset
 
     return encoder_from_preset(preset, tokenizer_dir, lambda p: load_model(p, info))
 

@@ -26,8 +26,8 @@ from typing import Any
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
-from lmforge.finetune.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
-from lmforge.finetune.tasks.classification import ENCODER_PRESETS, logits_in_batches
+from lmforge.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
+from lmforge.tasks.classification import ENCODER_PRESETS, logits_in_batches
 
 IGNORE = -100  # label of sub-tokens the loss skips (torch's CrossEntropyLoss ignore_index)
 SENTENCE_END = frozenset("。！？；!?;")
@@ -314,7 +314,7 @@ def _log(warnings: dict[str, int], split: str, examples: int, features: int, pac
 def load_model(path: Path, info: TagInfo) -> Any:
     from transformers import AutoModelForTokenClassification
 
-    from lmforge.finetune.tasks.heads import label_config, load_head
+    from lmforge.tasks.heads import label_config, load_head
 
     return load_head(
         AutoModelForTokenClassification,
@@ -403,7 +403,7 @@ def baseline(splits: Splits, info: TagInfo) -> dict[str, Any]:
     """A linear-chain CRF on character n-gram features, trained on the same train split."""
     import time
 
-    from lmforge.finetune.baselines_crf import crf_tagger
+    from lmforge.tasks.baselines_crf import crf_tagger
 
     train, test = splits["train"], splits["test"]
     logger.info("finetune: training the CRF baseline on %d sequences", len(train))
@@ -447,7 +447,7 @@ def plot_per_type(per_type: dict[str, dict[str, float]], path: Path, title: str 
 
 
 def from_preset(preset: str, info: TagInfo, tokenizer_dir: Path | None) -> tuple[Any, Any]:
-    from lmforge.finetune.tasks.heads import encoder_from_preset
+    from lmforge.tasks.heads import encoder_from_preset
 
     return encoder_from_preset(preset, tokenizer_dir, lambda p: load_model(p, info))
 

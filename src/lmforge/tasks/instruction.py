@@ -29,7 +29,7 @@ from typing import Any
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
-from lmforge.finetune.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
+from lmforge.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
 
 DECODER_PRESETS = ("gpt-tiny", "gpt-small", "llama-tiny", "llama-small")
 PLAIN_TEMPLATE = ("### Instruction:\n", "\n\n### Response:\n")  # text around the user turn
@@ -120,7 +120,7 @@ def _missing(docs: list[Document], split: str) -> None:
 
 
 def prepare(splits: Splits) -> InstructionInfo:
-    from lmforge.finetune.baselines import mostly_cjk
+    from lmforge.tasks.baselines import mostly_cjk
 
     for split in ("train", "val", "test"):
         _missing(splits.get(split) or [], split)
@@ -197,7 +197,7 @@ def load_model(path: Path, info: InstructionInfo) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    from lmforge.finetune.tasks.heads import load_head
+    from lmforge.tasks.heads import load_head
 
     # a saved bottleneck-adapter model carries its own modeling file (see finetune.adapters)
     trust = (Path(path) / "modeling_bottleneck_adapter.py").exists()
@@ -246,7 +246,7 @@ def predict(
     model: Any, data: Encoded, tokenizer: Any, info: InstructionInfo, cfg: Any
 ) -> Generations:
     """Greedy replies to the test prompts, plus the reference replies' mean NLL."""
-    from lmforge.finetune.tasks.generation import decode, greedy_generate
+    from lmforge.tasks.generation import decode, greedy_generate
 
     fmt = chat_format(tokenizer, quiet=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else fmt.stop_ids[0]
@@ -287,7 +287,7 @@ def retrieval_replies(
     training reply is returned."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from lmforge.finetune.baselines import mostly_cjk
+    from lmforge.tasks.baselines import mostly_cjk
 
     if mostly_cjk(train_prompts):
         vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True)
@@ -311,9 +311,9 @@ def baseline(splits: Splits, info: InstructionInfo) -> dict[str, Any]:
 
 def from_preset(preset: str, info: InstructionInfo, tokenizer_dir: Path | None) -> tuple[Any, Any]:
     """A freshly initialised decoder preset sized to this run's tokenizer."""
-    from lmforge.finetune.tasks.heads import _run_tokenizer
     from lmforge.models.build import build_model, special_token_ids
-    from lmforge.pretrain.config import ModelSpec
+    from lmforge.models.spec import ModelSpec
+    from lmforge.tasks.heads import _run_tokenizer
 
     tokenizer = _run_tokenizer(tokenizer_dir, preset)
     model = build_model(

@@ -23,9 +23,9 @@ from typing import Any
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
-from lmforge.finetune.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
-from lmforge.finetune.tasks.classification import ENCODER_PRESETS
-from lmforge.finetune.tasks.token_classification import virtual_tokens
+from lmforge.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
+from lmforge.tasks.classification import ENCODER_PRESETS
+from lmforge.tasks.token_classification import virtual_tokens
 
 _MODEL_KEYS = ("input_ids", "token_type_ids")  # what collate passes on besides positions
 
@@ -225,7 +225,7 @@ def encode(tokenizer: Any, docs: list[Document], info: QAInfo, cfg: Any, split: 
 def load_model(path: Path, info: QAInfo) -> Any:
     from transformers import AutoModelForQuestionAnswering
 
-    from lmforge.finetune.tasks.heads import load_head
+    from lmforge.tasks.heads import load_head
 
     return load_head(AutoModelForQuestionAnswering, path, "extractive-qa")
 
@@ -384,7 +384,7 @@ def baseline(splits: Splits, info: QAInfo) -> dict[str, Any]:
 
 
 def from_preset(preset: str, info: QAInfo, tokenizer_dir: Path | None) -> tuple[Any, Any]:
-    from lmforge.finetune.tasks.heads import encoder_from_preset
+    from lmforge.tasks.heads import encoder_from_preset
 
     return encoder_from_preset(preset, tokenizer_dir, lambda p: load_model(p, info))
 

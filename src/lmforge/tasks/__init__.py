@@ -1,6 +1,6 @@
 """Fine-tuning tasks: one module per task, each registering itself in ``TASKS``."""
 
-from lmforge.finetune.tasks import (
+from lmforge.tasks import (
     classification,  # noqa: F401 - registers the task
     extractive_qa,  # noqa: F401 - registers the task
     image_classification,  # noqa: F401 - registers the task
@@ -8,6 +8,6 @@ from lmforge.finetune.tasks import (
     token_classification,  # noqa: F401 - registers the task
     translation,  # noqa: F401 - registers the task
 )
-from lmforge.finetune.tasks.base import TASKS, Encoded, Task
+from lmforge.tasks.base import TASKS, Encoded, Task
 
 __all__ = ["TASKS", "Encoded", "Task"]

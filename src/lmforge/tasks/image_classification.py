@@ -25,9 +25,9 @@ from typing import Any
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
-from lmforge.finetune.tasks import classification
-from lmforge.finetune.tasks.base import TASKS, Encoded, Splits, Task
-from lmforge.finetune.tasks.classification import LabelInfo
+from lmforge.tasks import classification
+from lmforge.tasks.base import TASKS, Encoded, Splits, Task
+from lmforge.tasks.classification import LabelInfo
 
 # ViTConfig fields of the from-scratch presets. Both take 32x32 images; parameters measured
 # with a 10-class head: vit-tiny 139,978 (grey) / 148,170 (RGB), vit-small 2,687,434 / 2,693,578.
@@ -221,7 +221,7 @@ def load_processor(path: Path) -> Any:
 def load_model(path: Path, info: ImageInfo) -> Any:
     from transformers import AutoModelForImageClassification
 
-    from lmforge.finetune.tasks.heads import label_config, load_head
+    from lmforge.tasks.heads import label_config, load_head
 
     try:
         return load_head(
@@ -259,7 +259,7 @@ def from_preset(preset: str, info: ImageInfo, tokenizer_dir: Path | None) -> tup
     """A freshly initialised ViT and its processor (``tokenizer_dir`` is unused: no text)."""
     from transformers import ViTConfig, ViTForImageClassification
 
-    from lmforge.finetune.tasks.heads import label_config
+    from lmforge.tasks.heads import label_config
 
     config = ViTConfig(
         **PRESETS[preset],

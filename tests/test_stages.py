@@ -1,0 +1,63 @@
+"""The stage list is the one source of truth: recipe sections, checks, --only and CLI agree."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+import typer
+
+from lmforge.cli import app
+from lmforge.core.errors import RecipeError
+from lmforge.recipe import Recipe, parse_recipe
+from lmforge.runner import parse_only
+from lmforge.stages import AVAILABLE_STAGES, PLANNED_STAGES, STAGE_LIST, STAGES
+
+
+def _section_type(name: str) -> type:
+    args = typing.get_args(Recipe.model_fields[name].annotation)
+    return next(a for a in args if a is not type(None))
+
+
+def test_every_stage_is_a_recipe_section_of_its_config_type():
+    sections = [f for f in Recipe.model_fields if f in STAGES]
+    assert sections == list(AVAILABLE_STAGES)
+    for spec in STAGE_LIST:
+        assert _section_type(spec.name) is spec.config
+        assert Recipe.model_fields[spec.name].description == spec.description
+
+
+def test_needs_name_earlier_stages_only():
+    seen: set[str] = set()
+    for spec in STAGE_LIST:
+        assert set(spec.needs) <= seen, spec.name
+        seen.add(spec.name)
+    assert not set(PLANNED_STAGES) & seen
+
+
+def test_cli_has_a_command_per_stage():
+    commands = set(typer.main.get_command(app).commands)
+    for spec in STAGE_LIST:
+        assert spec.name in commands  # evaluate's command is the standalone scorer
+
+
+def test_recipe_stages_and_only_follow_the_list():
+    recipe = parse_recipe({"name": "t", "data": {"sources": [{"builtin": "shakespeare"}]}})
+    assert recipe.stages() == ["data"]
+    assert parse_only("data", recipe) == ["data"]
+    with pytest.raises(RecipeError, match="has no 'tokenizer' section"):
+        parse_only("tokenizer", recipe)
+    with pytest.raises(RecipeError, match="not available"):
+        parse_only(PLANNED_STAGES[0], recipe)
+
+
+def test_a_planned_section_is_rejected_by_name():
+    with pytest.raises(RecipeError, match=f"{PLANNED_STAGES[0]}: the '{PLANNED_STAGES[0]}' stage"):
+        parse_recipe({"name": "t", PLANNED_STAGES[0]: {}})
+
+
+def test_cross_section_checks_come_from_the_specs():
+    with pytest.raises(RecipeError, match="pretrain: needs a data section"):
+        parse_recipe({"name": "t", "pretrain": {}})
+    with pytest.raises(RecipeError, match="evaluate: needs a finetune section"):
+        parse_recipe({"name": "t", "evaluate": {}})
