@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import typing
 
 import pytest
+import test_cli
 import typer
 
 from lmforge.cli import app
@@ -61,3 +63,45 @@ def test_cross_section_checks_come_from_the_specs():
         parse_recipe({"name": "t", "pretrain": {}})
     with pytest.raises(RecipeError, match="evaluate: needs a finetune section"):
         parse_recipe({"name": "t", "evaluate": {}})
+
+
+# ---------------------------------------------------------------- the stage contract
+# One tiny run through every stage of the list (sentiment-zh has them all but evaluate, which
+# is added): each stage runs, records its result, and a rerun with nothing changed skips it.
+CONTRACT_OVERRIDES = [
+    *test_cli.E2E_OVERRIDES["sentiment-zh"],
+    "evaluate={profile: false, max_examples: 8}",
+]
+
+
+@pytest.fixture(scope="module")
+def contract_runs(tmp_path_factory):
+    from lmforge.recipe import load_recipe
+    from lmforge.runner import run_recipe
+
+    recipe = load_recipe("sentiment-zh", CONTRACT_OVERRIDES)
+    out = tmp_path_factory.mktemp("contract")
+    first = run_recipe(recipe, out=out)
+    second = run_recipe(recipe, out=out)
+    return recipe, first, second
+
+
+def test_the_contract_run_covers_every_stage(contract_runs):
+    recipe, _, _ = contract_runs
+    assert recipe.stages() == list(AVAILABLE_STAGES)  # a new stage joins CONTRACT_OVERRIDES
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", STAGE_LIST, ids=lambda s: s.name)
+def test_stage_contract(contract_runs, spec):
+    _, first, second = contract_runs
+    assert spec.name in first.ran
+    entry = first.summary["stages"][spec.name]
+    assert entry["status"] == "done" and entry["metrics"], entry
+    for path in entry["artifacts"].values():
+        assert (first.root / path).exists(), path
+    state = json.loads((first.root / spec.name / "_stage.json").read_text(encoding="utf-8"))
+    assert state["metrics"] == entry["metrics"]
+    # the rerun reuses the stage and reports the same numbers
+    assert spec.name in second.cached and spec.name not in second.ran
+    assert second.summary["stages"][spec.name]["metrics"] == entry["metrics"]

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from helpers import tiny_bert, trained_tokenizer
 
 from lmforge.core.errors import DataError
 from lmforge.data.builtin import load_builtin
@@ -12,8 +12,6 @@ from lmforge.finetune.methods import MethodConfig, apply_method, trainable_param
 from lmforge.finetune.train import fit, linear_schedule
 from lmforge.tasks import TASKS
 from lmforge.tasks.classification import LabelInfo
-from lmforge.tokenizer.config import TokenizerConfig
-from lmforge.tokenizer.train import to_transformers, train_tokenizer
 
 TASK = TASKS.get("classification")
 
@@ -30,8 +28,7 @@ def bbc():
 
 @pytest.fixture(scope="module")
 def wordpiece(bbc):
-    cfg = TokenizerConfig(kind="wordpiece", vocab_size=3000, model_max_length=128)
-    return to_transformers(train_tokenizer(cfg, [d.text for d in bbc[0]]), cfg)
+    return trained_tokenizer([d.text for d in bbc[0]], vocab_size=3000, max_length=128)
 
 
 def test_encode_counts_truncation_and_rejects_unseen_labels(wordpiece):
@@ -67,16 +64,12 @@ def test_linear_schedule():
 def test_a_small_bert_learns_bbc_topics_from_scratch(bbc, wordpiece, tmp_path):
     train_docs, test_docs = bbc
     info = LabelInfo.from_documents(train_docs)
-    torch.manual_seed(0)
-    config = BertConfig(
+    tiny_bert(
         vocab_size=len(wordpiece),
         hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
         intermediate_size=128,
         max_position_embeddings=128,
-    )
-    BertForSequenceClassification(config).save_pretrained(tmp_path / "base")
+    ).save_pretrained(tmp_path / "base")
     model = TASK.load_model(tmp_path / "base", info)
     assert model.config.id2label[0] == info.labels[0] and model.config.num_labels == 5
     model = apply_method("full", model, MethodConfig(), TASK.peft_task, total_steps=100)

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import tiny_bert
 from transformers import (
     AutoModelForQuestionAnswering,
     AutoTokenizer,
-    BertConfig,
     BertForQuestionAnswering,
 )
 
@@ -161,16 +161,12 @@ def test_prompt_tuning_virtual_tokens_shift_positions_and_logits(tok):
 def test_a_tiny_bert_learns_to_point_at_answers(tok, docs, tmp_path):
     """Overfitting a small set: the loop, positions and decoding agree end to end."""
     train = [d for d in docs if len(d.text) < 500][:8]  # short contexts: 1-2 windows
-    torch.manual_seed(0)
-    config = BertConfig(
+    tiny_bert(
+        BertForQuestionAnswering,
         vocab_size=len(tok),
-        hidden_size=32,
         num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
         max_position_embeddings=128,
-    )
-    BertForQuestionAnswering(config).save_pretrained(tmp_path / "base")
+    ).save_pretrained(tmp_path / "base")
     model = apply_method(
         "full", TASK.load_model(tmp_path / "base", INFO), MethodConfig(), "QUESTION_ANS", 1
     )
@@ -199,16 +195,12 @@ def assert_same_logits(a, b, enc):
 def test_a_lora_adapter_for_qa_reloads_in_plain_peft(tok, docs, tmp_path):
     from peft import PeftModel
 
-    torch.manual_seed(0)
-    config = BertConfig(
+    tiny_bert(
+        BertForQuestionAnswering,
         vocab_size=len(tok),
-        hidden_size=32,
         num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
         max_position_embeddings=128,
-    )
-    BertForQuestionAnswering(config).save_pretrained(tmp_path / "base")
+    ).save_pretrained(tmp_path / "base")
     model = TASK.load_model(tmp_path / "base", INFO)
     model = apply_method("lora", model, MethodConfig(), TASK.peft_task, total_steps=2)
     enc = TASK.encode(tok, docs[:8], INFO, cfg(128), "train")

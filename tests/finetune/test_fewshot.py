@@ -8,8 +8,11 @@ import json
 import pytest
 import torch
 import yaml
+from helpers import (
+    local_encoder,  # a tiny BERT classifier + its tokenizer
+    trained_tokenizer,
+)
 from pydantic import ValidationError
-from test_finetune_stage import local_encoder  # a tiny BERT classifier + its tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmforge.cli import main
@@ -29,8 +32,6 @@ from lmforge.finetune.scorers import (
     prototypes,
 )
 from lmforge.models import resolve_model_path
-from lmforge.tokenizer.config import TokenizerConfig
-from lmforge.tokenizer.train import save_tokenizer, to_transformers, train_tokenizer
 
 LABELS = ["business", "entertainment", "politics", "sports", "tech"]
 
@@ -57,9 +58,7 @@ def tiny_llama(path, texts, force_token=None):
     of the residual stream is a constant (every embedding sets it, no layer writes to it), so
     after the final RMSNorm it is positive, and only that token's LM-head row reads it.
     """
-    cfg = TokenizerConfig(kind="bpe", vocab_size=600, model_max_length=512)
-    tokenizer = to_transformers(train_tokenizer(cfg, texts), cfg)
-    save_tokenizer(tokenizer, path)
+    trained_tokenizer(texts, "bpe", 600, 512).save_pretrained(path)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=600,

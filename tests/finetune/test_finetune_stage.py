@@ -1,41 +1,13 @@
 """The finetune stage from files, with a small local encoder: outputs load in plain peft."""
 
-import csv
 import json
 
 import torch
 import yaml
-from transformers import BertConfig, BertForSequenceClassification
+from helpers import local_encoder, write_csv
 
 from lmforge.cli import main
 from lmforge.data.builtin import load_builtin
-from lmforge.tokenizer.config import TokenizerConfig
-from lmforge.tokenizer.train import save_tokenizer, to_transformers, train_tokenizer
-
-
-def write_csv(path, docs):
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["body", "topic"])
-        for d in docs:
-            w.writerow([d.text[:600], d.label])
-    return path
-
-
-def local_encoder(path, texts):
-    cfg = TokenizerConfig(kind="wordpiece", vocab_size=2000, model_max_length=64)
-    save_tokenizer(to_transformers(train_tokenizer(cfg, texts), cfg), path)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=2000,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertForSequenceClassification(config).save_pretrained(path)
-    return path
 
 
 def test_finetune_from_files_saves_adapter_merged_model_and_predictions(tmp_path, capsys):

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 import yaml
+from helpers import trained_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmforge.core.errors import DataError, LmforgeError
@@ -23,8 +24,6 @@ from lmforge.tasks.instruction import (
     response_nll,
     retrieval_replies,
 )
-from lmforge.tokenizer.config import TokenizerConfig
-from lmforge.tokenizer.train import to_transformers, train_tokenizer
 
 TASK = TASKS.get("instruction")
 EN = InstructionInfo("en")
@@ -46,19 +45,15 @@ def pairs():
 @pytest.fixture(scope="module")
 def bpe(pairs):
     """A byte-level BPE tokenizer trained on the pairs: no chat template, pad != eos."""
-    tc = TokenizerConfig(kind="bpe", vocab_size=600, model_max_length=256)
-    return to_transformers(train_tokenizer(tc, [d.text + "\n" + d.label for d in pairs]), tc)
+    return trained_tokenizer([d.text + "\n" + d.label for d in pairs], "bpe", 600, 256)
 
 
 @pytest.fixture(scope="module")
 def chatml(pairs):
-    tc = TokenizerConfig(
-        kind="bpe",
-        vocab_size=600,
-        model_max_length=256,
-        extra_special_tokens=["<|im_start|>", "<|im_end|>"],
+    texts = [d.text + "\n" + d.label for d in pairs]
+    tok = trained_tokenizer(
+        texts, "bpe", 600, 256, extra_special_tokens=["<|im_start|>", "<|im_end|>"]
     )
-    tok = to_transformers(train_tokenizer(tc, [d.text + "\n" + d.label for d in pairs]), tc)
     tok.chat_template = CHATML
     return tok
 

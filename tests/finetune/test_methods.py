@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import tiny_bert
 from transformers import BertConfig, BertForSequenceClassification
 
 from lmforge.core.errors import LmforgeError
@@ -11,17 +12,7 @@ CFG = MethodConfig(r=4, alpha=8, num_virtual_tokens=4, adapter_size=8)
 
 
 def tiny_classifier(seed: int = 0) -> BertForSequenceClassification:
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=3,
-    )
-    return BertForSequenceClassification(config)
+    return tiny_bert(seed=seed, num_labels=3)
 
 
 def batch():

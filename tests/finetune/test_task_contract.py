@@ -8,6 +8,7 @@ fails until it has a data entry (or an expected-error entry) below.
 
 import pytest
 import torch
+from helpers import trained_tokenizer
 
 from lmforge.core.errors import LmforgeError
 from lmforge.data.builtin import load_builtin
@@ -15,8 +16,6 @@ from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.methods import METHODS
 from lmforge.finetune.stage import train_and_test
 from lmforge.tasks import TASKS
-from lmforge.tokenizer.config import TokenizerConfig
-from lmforge.tokenizer.train import save_tokenizer, to_transformers, train_tokenizer
 
 # task -> (built-in dataset, rows, tokenizer kind or None for images)
 TASK_DATA = {
@@ -57,8 +56,7 @@ def prepared(tmp_path_factory):
                 ]
                 if docs[0].question is not None:
                     texts += [d.question for d in docs]
-                cfg = TokenizerConfig(kind=kind, vocab_size=400, model_max_length=64)
-                save_tokenizer(to_transformers(train_tokenizer(cfg, texts), cfg), tok_dir)
+                trained_tokenizer(texts, kind, 400, 64).save_pretrained(tok_dir)
             cache[task_name] = (splits, TASKS.get(task_name).prepare(splits), tok_dir)
         return cache[task_name]
 

@@ -6,7 +6,8 @@ import logging
 import pytest
 import torch
 import yaml
-from transformers import BertConfig, BertForTokenClassification
+from helpers import tiny_bert_config, trained_tokenizer
+from transformers import BertForTokenClassification
 
 from lmforge.core.errors import DataError
 from lmforge.data.builtin import PEOPLES_DAILY_TAGS, load_builtin, package_dir
@@ -22,8 +23,7 @@ from lmforge.tasks.token_classification import (
     transition_mask,
     viterbi,
 )
-from lmforge.tokenizer.config import TokenizerConfig
-from lmforge.tokenizer.train import save_tokenizer, to_transformers, train_tokenizer
+from lmforge.tokenizer.train import save_tokenizer
 
 TASK = TASKS.get("token-classification")
 
@@ -42,8 +42,7 @@ def daily():
 
 @pytest.fixture(scope="module")
 def wordpiece(daily):
-    c = TokenizerConfig(kind="wordpiece", vocab_size=2500, model_max_length=128)
-    return to_transformers(train_tokenizer(c, [d.text for d in daily]), c)
+    return trained_tokenizer([d.text for d in daily], vocab_size=2500, max_length=128)
 
 
 def word_level(n: int) -> list[Document]:
@@ -238,14 +237,8 @@ def test_bad_rows_are_named(daily, caplog):
 
 
 def tiny_config(tokenizer, num_labels):
-    return BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=64,
-        num_labels=num_labels,
+    return tiny_bert_config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_labels=num_labels
     )
 
 

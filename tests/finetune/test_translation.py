@@ -5,6 +5,7 @@ import re
 
 import pytest
 import torch
+from helpers import trained_tokenizer
 
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.data.builtin import DATASETS, load_builtin
@@ -18,7 +19,6 @@ from lmforge.tasks import TASKS
 from lmforge.tasks.translation import PairInfo, translation_memory
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer.stage import training_texts
-from lmforge.tokenizer.train import save_tokenizer, to_transformers, train_tokenizer
 
 TASK = TASKS.get("translation")
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -45,7 +45,7 @@ def tokenizer_dir(tmp_path_factory, pairs):
     tcfg = TokenizerConfig(kind="bpe", vocab_size=800, model_max_length=64)
     train, _ = training_texts(tcfg, data)
     out = tmp_path_factory.mktemp("tok")
-    save_tokenizer(to_transformers(train_tokenizer(tcfg, train), tcfg), out)
+    trained_tokenizer(train, "bpe", 800, 64).save_pretrained(out)
     return out
 
 
