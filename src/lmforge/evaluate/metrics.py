@@ -11,7 +11,6 @@ import math
 import re
 import string
 import unicodedata
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -21,20 +20,6 @@ from typing import Literal
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ASCII_PUNCT = frozenset(string.punctuation)
-# Fonts tried, in order, so CJK tick labels render instead of empty boxes.
-CJK_FONTS = (
-    "Noto Sans CJK SC",
-    "Noto Sans SC",
-    "Noto Serif CJK SC",
-    "Source Han Sans SC",
-    "WenQuanYi Zen Hei",
-    "WenQuanYi Micro Hei",
-    "SimHei",
-    "Microsoft YaHei",
-    "PingFang SC",
-    "Heiti SC",
-    "Arial Unicode MS",
-)
 
 
 def has_cjk(text: str) -> bool:
@@ -266,14 +251,6 @@ def perplexity(mean_nll: float) -> float:
         return math.inf
 
 
-def find_cjk_font() -> str | None:
-    """Name of the first installed font from `CJK_FONTS`, or None if there is none."""
-    from matplotlib import font_manager
-
-    installed = {font.name for font in font_manager.fontManager.ttflist}
-    return next((name for name in CJK_FONTS if name in installed), None)
-
-
 def plot_confusion_matrix(
     matrix: list[list[int]],
     labels: list[str],
@@ -284,14 +261,12 @@ def plot_confusion_matrix(
     """Save an annotated confusion-matrix heatmap (rows = true, columns = predicted) as PNG.
 
     With `normalize`, colours and annotations are row fractions (recall per class) and the
-    raw count follows in brackets. CJK labels use a font from `CJK_FONTS` when one is
-    installed; otherwise they render as boxes and matplotlib's per-glyph "missing from
-    font" warnings are silenced rather than flooding the log.
+    raw count follows in brackets. CJK labels render with a CJK font when one is installed
+    (``lmforge.core.plots``).
     """
     import numpy as np
-    from matplotlib import rc_context
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+
+    from lmforge.core.plots import figure
 
     counts = np.asarray(matrix, dtype=float)  # (L, L)
     if counts.shape != (len(labels), len(labels)):
@@ -300,16 +275,9 @@ def plot_confusion_matrix(
     values = np.divide(counts, row_sums, out=np.zeros_like(counts), where=row_sums > 0)
     if not normalize:
         values = counts
-    font = find_cjk_font()
-    rc = {"font.sans-serif": [font, "DejaVu Sans"], "font.family": "sans-serif"} if font else {}
     size = max(4.0, 0.6 * len(labels) + 2.0)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rc_context(rc), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Glyph .* missing from")
-        fig = Figure(figsize=(size, size), layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
+    with figure(path, (size, size)) as (fig, ax):
         image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
         fig.colorbar(image, ax=ax, shrink=0.8)
         ticks = range(len(labels))
@@ -328,5 +296,4 @@ def plot_confusion_matrix(
                 )
                 colour = "white" if values[i, j] > threshold else "black"
                 ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
-        fig.savefig(path, dpi=120)
     return path

@@ -441,33 +441,28 @@ def plot_curve(
     title: str,
 ) -> None:
     """Accuracy vs k, one line per method, on a symlog x axis (linear below 1, so k=0 shows)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from lmforge.core.plots import figure
 
-    fig = Figure(figsize=(9, 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ks = sorted({int(k) for line in (*curve.values(), tfidf) for k in line})
-    for name, line in curve.items():
-        xs = sorted(int(k) for k in line)
-        ax.plot(xs, [line[str(k)] for k in xs], marker="o", label=name)
-    if tfidf:
-        xs = sorted(int(k) for k in tfidf)
-        ys = [tfidf[str(k)] for k in xs]
-        ax.plot(xs, ys, ":", color="grey", marker=".", label="tfidf+logreg, k-shot")
-    if full_baseline is not None:
-        label = f"tfidf+logreg, all {n_train} train"
-        ax.axhline(full_baseline, ls="--", color="black", lw=1, label=label)
-    ax.axhline(chance, ls=":", color="red", lw=1, label="chance")
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlim(-0.2, max(ks) * 1.3)
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.minorticks_off()
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("k (labelled examples per class)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with figure(path, (9, 4.5), constrained=False) as (_, ax):
+        ks = sorted({int(k) for line in (*curve.values(), tfidf) for k in line})
+        for name, line in curve.items():
+            xs = sorted(int(k) for k in line)
+            ax.plot(xs, [line[str(k)] for k in xs], marker="o", label=name)
+        if tfidf:
+            xs = sorted(int(k) for k in tfidf)
+            ys = [tfidf[str(k)] for k in xs]
+            ax.plot(xs, ys, ":", color="grey", marker=".", label="tfidf+logreg, k-shot")
+        if full_baseline is not None:
+            label = f"tfidf+logreg, all {n_train} train"
+            ax.axhline(full_baseline, ls="--", color="black", lw=1, label=label)
+        ax.axhline(chance, ls=":", color="red", lw=1, label="chance")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(-0.2, max(ks) * 1.3)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("k (labelled examples per class)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))

@@ -101,23 +101,18 @@ def check_fit(cfg: PretrainConfig, model: Any, tokenizer: Any) -> None:
 
 
 def plot_loss(history: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
+    from lmforge.core.plots import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [r["step"] for r in history if math.isfinite(r["loss"])]
-    ax.plot(steps, [r["loss"] for r in history if math.isfinite(r["loss"])], label="train", lw=1)
-    val = [(r["step"], r["val_loss"]) for r in history if "val_loss" in r]
-    if val:
-        ax.plot(*zip(*val, strict=True), "o-", label="val")
-    ax.set(xlabel="step", ylabel="loss", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, (7, 4)) as (_, ax):
+        steps = [r["step"] for r in history if math.isfinite(r["loss"])]
+        losses = [r["loss"] for r in history if math.isfinite(r["loss"])]
+        ax.plot(steps, losses, label="train", lw=1)
+        val = [(r["step"], r["val_loss"]) for r in history if "val_loss" in r]
+        if val:
+            ax.plot(*zip(*val, strict=True), "o-", label="val")
+        ax.set(xlabel="step", ylabel="loss", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend()
 
 
 def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:

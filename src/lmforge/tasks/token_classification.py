@@ -311,7 +311,10 @@ def _log(warnings: dict[str, int], split: str, examples: int, features: int, pac
             )
 
 
-def load_model(path: Path, info: TagInfo) -> Any:
+def load_model(
+    path: Path, info: TagInfo, *, trust_remote_code: bool = False, for_inference: bool = False
+) -> Any:
+    """``AutoModelForTokenClassification``; the keywords are ``load_head``'s."""
     from transformers import AutoModelForTokenClassification
 
     from lmforge.tasks.heads import label_config, load_head
@@ -320,6 +323,8 @@ def load_model(path: Path, info: TagInfo) -> Any:
         AutoModelForTokenClassification,
         path,
         "token-classification",
+        trust_remote_code=trust_remote_code,
+        for_inference=for_inference,
         **label_config(info.labels),
     )
 
@@ -426,23 +431,18 @@ def report(scores: dict[str, Any], info: TagInfo, out: Path, title: str) -> dict
 
 
 def plot_per_type(per_type: dict[str, dict[str, float]], path: Path, title: str = "") -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from lmforge.core.plots import figure
 
     types = sorted(per_type)
-    fig = Figure(figsize=(max(4.0, 1.2 * len(types) + 2), 3.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    width = 0.27
-    for k, key in enumerate(("precision", "recall", "f1")):
-        xs = [i + (k - 1) * width for i in range(len(types))]
-        ax.bar(xs, [per_type[t][key] for t in types], width, label=key)
-    ax.set_xticks(range(len(types)), [f"{t}\n(n={per_type[t]['support']})" for t in types])
-    ax.set_ylim(0, 1)
-    ax.set_title(title or "entity scores per type")
-    ax.legend(loc="lower right")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with figure(path, (max(4.0, 1.2 * len(types) + 2), 3.5), dpi=100) as (_, ax):
+        width = 0.27
+        for k, key in enumerate(("precision", "recall", "f1")):
+            xs = [i + (k - 1) * width for i in range(len(types))]
+            ax.bar(xs, [per_type[t][key] for t in types], width, label=key)
+        ax.set_xticks(range(len(types)), [f"{t}\n(n={per_type[t]['support']})" for t in types])
+        ax.set_ylim(0, 1)
+        ax.set_title(title or "entity scores per type")
+        ax.legend(loc="lower right")
     return path
 
 
