@@ -23,13 +23,14 @@ from lmforge.pretrain.config import PretrainConfig
 HOLDOUT_FRACTION = 0.05
 
 
-def load_tokenizer(cfg: PretrainConfig, ctx: StageContext):  # noqa: ANN201 - transformers type
+def pretrain_tokenizer(cfg: PretrainConfig, ctx: StageContext):  # noqa: ANN201 - transformers type
+    """The tokenizer the model trains with: the continued model's own, else the run's."""
     from transformers import AutoTokenizer
 
     if cfg.model.path is not None:  # a model brings its own tokenizer
-        from lmforge.models import resolve_model_path
+        from lmforge.models import resolve_model_ref
 
-        return AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.path))
+        return AutoTokenizer.from_pretrained(resolve_model_ref(cfg.model.path, ctx.root))
     tok_dir = ctx.stage_dir("tokenizer")
     if tok_dir is None or not (tok_dir / "tokenizer.json").exists():
         raise LmforgeError(
@@ -133,7 +134,7 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
         raise LmforgeError("pretrain.device: cuda requested but no CUDA GPU is available")
 
     # ---------------------------------------------------------------- set-up
-    tokenizer = load_tokenizer(cfg, ctx)
+    tokenizer = pretrain_tokenizer(cfg, ctx)
     data = prepare_data(cfg, tokenizer, data_dir, ctx.recipe.seed)
     specials = special_token_ids(tokenizer)
     torch.manual_seed(ctx.recipe.seed)  # the model's initial weights
