@@ -13,7 +13,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: YAML's .inf/.nan (or "inf" in --set) in any float field is an
+    # error naming the field; a bound such as ``gt=0`` alone lets +inf through, and an
+    # infinite learning rate "trains" to all-NaN weights.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _unit_open_closed(v: float) -> float:
@@ -34,6 +37,18 @@ def _unit_closed(v: float) -> float:
     return v
 
 
+MAX_LR = 1.0
+
+
+def _learning_rate(v: float) -> float:
+    if not 0 < v <= MAX_LR:
+        raise ValueError(
+            f"must be in (0, {MAX_LR:g}]: AdamW and LAMB move each weight by about lr per "
+            "step, so a larger value only diverges (typical: 1e-4 to 5e-3)"
+        )
+    return v
+
+
 def _existing_path(v: Path) -> Path:
     if not v.exists():
         raise ValueError(f"no such file or directory: {v}")
@@ -51,6 +66,7 @@ FractionCO = Annotated[float, AfterValidator(_unit_closed_open)]  # [0, 1)
 Fraction = Annotated[float, AfterValidator(_unit_closed)]  # [0, 1]
 ExistingPath = Annotated[Path, AfterValidator(_existing_path)]
 PositiveInt = Annotated[int, AfterValidator(_positive)]
+LearningRate = Annotated[float, AfterValidator(_learning_rate)]  # (0, 1]
 
 
 def type_label(ann: object) -> str:

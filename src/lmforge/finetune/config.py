@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from lmforge.core.schema import ExistingPath, FractionCO, PositiveInt, StrictModel
+from lmforge.core.schema import ExistingPath, FractionCO, LearningRate, PositiveInt, StrictModel
 from lmforge.finetune.fewshot_config import INFERENCE_METHODS, FewShotConfig, check_fewshot
 from lmforge.finetune.methods import MethodConfig
 
@@ -94,7 +94,9 @@ class FinetuneConfig(StrictModel):
     )
     data: FinetuneData = Field(default_factory=FinetuneData, description="Labelled data.")
     epochs: PositiveInt = Field(3, description="Passes over the training data.")
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate (linear warm-up and decay).")
+    lr: LearningRate = Field(
+        1e-3, description="Peak learning rate, in (0, 1] (linear warm-up and decay)."
+    )
     batch_size: PositiveInt = Field(16, description="Examples per step.")
     max_length: PositiveInt = Field(
         128, description="Tokens per example; longer texts are truncated and counted."

@@ -3,10 +3,12 @@ decay (the BERT fine-tuning recipe), gradient clipping, validation loss after ea
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
+from lmforge.core.errors import LmforgeError
 from lmforge.core.progress import progress_bar
 from lmforge.pretrain.optim import param_groups
 
@@ -44,7 +46,13 @@ def fit(
     grad_clip: float = 1.0,
     device: torch.device | None = None,
 ) -> list[dict[str, float]]:
-    """Train in place; returns one record per epoch (train loss, val loss)."""
+    """Train in place; returns one record per epoch (train loss, val loss).
+
+    Raises:
+        LmforgeError: an epoch's loss or the trained parameters are not finite (the learning
+            rate is too high, or the data overflows the model): such a model only outputs
+            NaN, and scoring it would report an accuracy for constant predictions.
+    """
     device = device or torch.device("cpu")
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
@@ -82,4 +90,25 @@ def fit(
             if val is not None and len(val):
                 record["val_loss"] = mean_loss(model, val, batch_size, device)
             history.append(record)
+            check_finite_epoch(model, record, lr)
     return history
+
+
+def check_finite_epoch(model: Any, record: dict[str, float], lr: float) -> None:
+    """Stop at the first epoch whose losses or trainable parameters are not finite: AdamW does
+    not skip a NaN step, so the weights cannot recover and later epochs are wasted."""
+    losses = {k: v for k, v in record.items() if k != "epoch" and not math.isfinite(v)}
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    # one host read for all tensors; names are looked up only when something is wrong
+    flags = [torch.isfinite(p.detach()).all() for _, p in params]
+    finite = torch.stack(flags).cpu() if flags else torch.ones(0, dtype=torch.bool)
+    if not losses and bool(finite.all()):
+        return
+    what = ", ".join(f"{k} {v}" for k, v in losses.items())
+    if not bool(finite.all()):
+        first = next(n for (n, _), ok in zip(params, finite, strict=True) if not ok)
+        what += (", " if what else "") + f"non-finite weights ({first} first)"
+    raise LmforgeError(
+        f"fine-tuning diverged in epoch {record['epoch']}: {what}; lower finetune.lr "
+        f"(now {lr:g}) and check the data for extreme values"
+    )

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lmforge.core.schema import FractionCO, PositiveInt, StrictModel
+from lmforge.core.schema import FractionCO, LearningRate, PositiveInt, StrictModel
 from lmforge.models.spec import ModelSpec
 
 Objective = Literal["clm", "mlm", "mlm+nsp"]
@@ -22,7 +22,7 @@ class PretrainConfig(StrictModel):
     batch_size: PositiveInt = Field(16, description="Sequences per micro-batch (per process).")
     grad_accum: PositiveInt = Field(1, description="Micro-batches per optimizer step.")
     max_steps: PositiveInt = Field(200, description="Optimizer steps to train.")
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    lr: LearningRate = Field(1e-3, description="Peak learning rate, in (0, 1].")
     min_lr_ratio: FractionCO = Field(
         0.1, description="Final learning rate as a fraction of the peak (cosine)."
     )

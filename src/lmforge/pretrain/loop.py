@@ -247,6 +247,7 @@ def train(
         writer.close()
     if not final_eval:  # resumed after the last step: evaluate the restored model
         final_eval = run_eval()
+    check_finite_result(raw_model, final_eval, cfg, dist)
     return LoopResult(
         state=state,
         final_eval=final_eval,
@@ -254,6 +255,44 @@ def train(
         train_seconds=seconds,
         tokens_per_second=(state.step - start_step) * tokens_per_step / max(seconds, 1e-9),
         resumed_from=resumed_from,
+    )
+
+
+def check_finite_result(
+    model: torch.nn.Module, final_eval: dict[str, float], cfg: PretrainConfig, dist: DistInfo
+) -> None:
+    """Fail a run whose final weights or validation loss are not finite.
+
+    Single non-finite steps are skipped and ``max_nonfinite`` in a row stop the run, but an
+    update can overflow the weights at the end of a run (or an absurd lr on a short one)
+    with fewer bad losses than that left to see; saving such a model as "done" would report
+    the last finite loss for a model that only outputs NaN. One host read, after the loop.
+
+    Raises:
+        LmforgeError: naming the first non-finite parameter or the loss, and what to change.
+    """
+    params = [(n, p.detach()) for n, p in model.named_parameters()]
+    # FSDP: each rank checks its own shards, and the all-reduce tells every rank
+    local = [p.to_local() if hasattr(p, "to_local") else p for _, p in params]
+    bad = torch.stack([~torch.isfinite(p).all() for p in local]) if local else None
+    flags = torch.zeros(2, device=local[0].device if local else "cpu")
+    if bad is not None:
+        flags[0] = bad.any()
+    flags[1] = not math.isfinite(final_eval.get("loss", 0.0))
+    if dist.enabled:
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    weights_bad, loss_bad = (bool(f) for f in flags.cpu())
+    if not (weights_bad or loss_bad):
+        return
+    what = "the final validation loss is not finite"
+    if weights_bad:
+        first = next((n for (n, _), b in zip(params, bad.cpu(), strict=True) if b), None)
+        where = f" ({first} first)" if first else " (on another process)"
+        what = f"the final weights are not finite{where}"
+    raise LmforgeError(
+        f"pretraining diverged: {what}, so the model is unusable; lower pretrain.lr "
+        f"(now {cfg.lr:g}) or use precision fp32/bf16, and rerun without --resume (the last "
+        "checkpoint holds the same weights)"
     )
 
 

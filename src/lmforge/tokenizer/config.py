@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lmforge.core.schema import ExistingPath, PositiveInt, StrictModel
 
@@ -24,6 +24,10 @@ DEFAULT_NORMALIZATION: dict[str, Normalization] = {
     "unigram": "nfkc",
 }
 BYTE_ALPHABET = 256
+# The largest vocabularies in use hold about 256k entries (Gemma); the trainers reserve
+# memory in proportion to vocab_size, and ask for more than exists at 5e9 (the Rust
+# allocator then aborts the process, which no exception handler can catch).
+MAX_VOCAB_SIZE = 1_000_000
 
 
 class TokenizerConfig(StrictModel):
@@ -34,7 +38,8 @@ class TokenizerConfig(StrictModel):
         description="bpe (byte-level, GPT-2 style), wordpiece (BERT) or unigram (SentencePiece).",
     )
     vocab_size: PositiveInt = Field(
-        8000, description="Target vocabulary size, special tokens included."
+        8000,
+        description=f"Target vocabulary size, special tokens included (at most {MAX_VOCAB_SIZE:,}).",
     )
     min_frequency: PositiveInt = Field(
         2, description="Minimum count for a merge/word piece to enter the vocabulary."
@@ -64,6 +69,16 @@ class TokenizerConfig(StrictModel):
     files: list[ExistingPath] | None = Field(
         None, description="Train on these text files instead of the data stage's output."
     )
+
+    @field_validator("vocab_size")
+    @classmethod
+    def _vocab_bounded(cls, v: int) -> int:
+        if v > MAX_VOCAB_SIZE:
+            raise ValueError(
+                f"must be at most {MAX_VOCAB_SIZE:,} (the largest vocabularies in use hold about "
+                "256,000 entries; the trainer reserves memory in proportion)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _vocab_fits(self) -> TokenizerConfig:
