@@ -49,6 +49,19 @@ def _learning_rate(v: float) -> float:
     return v
 
 
+def _known_encoding(v: str) -> str:
+    import codecs
+
+    try:
+        codecs.lookup(v)
+    except LookupError:
+        raise ValueError(
+            f"unknown text encoding {v!r}; use a Python codec name such as utf-8, gbk, "
+            "gb18030, big5, shift_jis or latin-1"
+        ) from None
+    return v
+
+
 def _existing_path(v: Path) -> Path:
     if not v.exists():
         raise ValueError(f"no such file or directory: {v}")
@@ -67,6 +80,7 @@ Fraction = Annotated[float, AfterValidator(_unit_closed)]  # [0, 1]
 ExistingPath = Annotated[Path, AfterValidator(_existing_path)]
 PositiveInt = Annotated[int, AfterValidator(_positive)]
 LearningRate = Annotated[float, AfterValidator(_learning_rate)]  # (0, 1]
+Encoding = Annotated[str, AfterValidator(_known_encoding)]  # a codec Python knows
 
 
 def type_label(ann: object) -> str:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from lmforge.core.schema import (
+    Encoding,
     ExistingPath,
     Fraction,
     FractionCO,
@@ -48,8 +49,10 @@ class SourceConfig(StrictModel):
         "file",
         description="For .txt input: one document per file, per line, or per blank-line-separated paragraph.",
     )
-    encoding: str = Field(
-        "utf-8", description="Text encoding; undecodable bytes are replaced and counted."
+    encoding: Encoding = Field(
+        "utf-8",
+        description="Text encoding (utf-8, gbk, big5, latin-1, ...); undecodable bytes are "
+        "replaced with U+FFFD and counted, and a label holding one stops the run.",
     )
     limit: PositiveInt | None = Field(
         None, description="Keep at most this many documents from this source."

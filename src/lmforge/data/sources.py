@@ -197,6 +197,8 @@ def _csv(path: Path, cfg: SourceConfig, stats: LoadStats, name: str) -> Iterator
     # long articles exceed the default 128 KiB field limit; 2**31 - 1 fits a C long everywhere
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     text = read_text(path, cfg.encoding, stats, name)
+    if not text.strip():  # an empty file, or blank lines only: no header, no rows
+        return
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     # newline="" keeps line breaks inside quoted fields
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -226,12 +228,62 @@ def _parquet(path: Path, cfg: SourceConfig, stats: LoadStats, name: str) -> Iter
 READERS = {"txt": _txt, "jsonl": _jsonl, "csv": _csv, "parquet": _parquet}
 
 
+def _label_values(doc: Document) -> list[str]:
+    values = doc.label if isinstance(doc.label, list) else [doc.label] if doc.label else []
+    return values + (doc.tags or [])
+
+
+def check_labels_decoded(docs: list[Document], path: Path, encoding: str, bad_bytes: int) -> None:
+    """Stop when labels hold U+FFFD: bytes that did not decode all become the same character,
+    so distinct labels merge (GBK ``体育`` and ``政治`` both read as ``����`` in utf-8) and a
+    3-class task silently trains on 2. Texts with a few replacements are only counted.
+
+    Raises:
+        DataError: naming the file, the labels and, when decoding caused it, the encoding.
+    """
+    bad = [v for d in docs for v in _label_values(d) if "\ufffd" in v]
+    if not bad:
+        return
+    examples = ", ".join(repr(v) for v in list(dict.fromkeys(bad))[:3])
+    if bad_bytes:
+        cause = (
+            f"{bad_bytes} bytes of it are not valid {encoding}; set the file's encoding "
+            "(data.sources[].encoding or finetune.data.encoding: gbk, gb18030, big5, latin-1, ...)"
+        )
+    else:
+        cause = (
+            "the file itself holds U+FFFD, so it was decoded with the wrong encoding before it "
+            "was saved; recover the labels from the original"
+        )
+    raise DataError(
+        f"{path}: {len(bad)} labels contain the replacement character U+FFFD (e.g. {examples}), "
+        f"so distinct labels may have merged into one; {cause}"
+    )
+
+
+def empty_reason(path: Path) -> str:
+    """Why a labelled file yielded no rows, naming it: for a message about that, not about the
+    consequences (no labels, no test split) further on."""
+    if path.is_dir():
+        return f"{path} holds no rows in any of its data files"
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    if not head:
+        return f"{path} is empty (0 bytes)"
+    if not head.strip():
+        return f"{path} holds only blank lines"
+    if FORMATS.get(path.suffix.lower()) == "csv":
+        return f"{path} has a header line but no rows"
+    return f"{path} has no rows"
+
+
 def load_source(cfg: SourceConfig, stats: LoadStats) -> list[Document]:
     """All documents of one source, at most ``cfg.limit``, counting files and bad bytes.
 
     Raises:
-        DataError: an unreadable file, unknown extension, bad JSON/CSV or missing column;
-            the message names the file (and line) and what to change.
+        DataError: an unreadable file, unknown extension, bad JSON/CSV or missing column, or
+            labels holding U+FFFD (``check_labels_decoded``); the message names the file (and
+            line) and what to change.
     """
     if cfg.builtin is not None:
         from lmforge.data.builtin import load_builtin
@@ -253,10 +305,12 @@ def load_source(cfg: SourceConfig, stats: LoadStats) -> list[Document]:
         name = path.relative_to(root).as_posix()
         reader = READERS[_format_of(path, cfg)]
         room = None if cfg.limit is None else cfg.limit - len(docs)
+        first, bad_before = len(docs), stats.undecodable_bytes
         records = reader(path, cfg, stats, name)
         if reader is not _txt:  # a text column may name image files, relative to the data file
             records = attach_images(records, path.parent)
         docs.extend(islice(records, room))
+        check_labels_decoded(docs[first:], path, cfg.encoding, stats.undecodable_bytes - bad_before)
     stats.documents = len(docs)
     uniform_channels(docs)
     return docs

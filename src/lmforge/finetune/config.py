@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from lmforge.core.schema import ExistingPath, FractionCO, LearningRate, PositiveInt, StrictModel
+from lmforge.core.schema import (
+    Encoding,
+    ExistingPath,
+    FractionCO,
+    LearningRate,
+    PositiveInt,
+    StrictModel,
+)
 from lmforge.finetune.fewshot_config import INFERENCE_METHODS, FewShotConfig, check_fewshot
 from lmforge.finetune.methods import MethodConfig
 
@@ -63,6 +70,12 @@ class FinetuneData(StrictModel):
         "(QA), target text (translation), response (instruction).",
     )
     question_column: str = Field("question", description="Extractive QA: the question column.")
+    encoding: Encoding = Field(
+        "utf-8",
+        description="Text encoding of the train/val/test files (utf-8, gbk, big5, ...); "
+        "undecodable bytes are replaced with U+FFFD, counted and reported, and a label "
+        "holding one stops the run (distinct labels could have merged).",
+    )
     source: str | None = Field(
         None,
         description="Use only the data stage's documents from this source (a built-in dataset "
