@@ -1,4 +1,5 @@
-"""Bottleneck adapters: what trains, the identity start, and artefacts that load without lmforge."""
+"""Bottleneck adapters: what trains, the identity start, and saved models that lmforge loads with
+its own code (never the directory's) and plain transformers loads by the user's choice."""
 
 import json
 import os
@@ -215,8 +216,56 @@ def test_target_modules_override_and_too_broad_patterns():
         apply_method("adapter", tiny_bert(), MethodConfig(target_modules=["nope"]), "SEQ_CLS", 1)
 
 
-# Runs in a fresh interpreter where importing lmforge fails: the saved directories must load
-# with plain transformers (trust_remote_code) and their adapter files with the copied module.
+def test_lmforge_loads_saved_adapters_with_its_own_code_not_the_directorys(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, dynamic_module_utils
+
+    from lmforge.finetune.modeling_bottleneck_adapter import register_auto_classes
+    from lmforge.tasks import TASKS
+    from lmforge.tasks.classification import LabelInfo
+
+    monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+    )
+    loaders = {  # how lmforge's evaluate loads each: the task's head, every weight required
+        "bert": (
+            tiny_bert(),
+            "SEQ_CLS",
+            lambda d: TASKS.get("classification").load_model(
+                d, LabelInfo(["LABEL_0", "LABEL_1", "LABEL_2"]), for_inference=True
+            ),
+        ),
+        "gpt2": (
+            gpt2,
+            "CAUSAL_LM",
+            lambda d: TASKS.get("instruction").load_model(d, None, for_inference=True),
+        ),
+    }
+    for name, (base, task, load) in loaders.items():
+        model = apply_method("adapter", base, CFG, task, total_steps=1)
+        for p in model.parameters():  # trained-like adapters: the identity would hide a bug
+            if p.requires_grad:
+                torch.nn.init.normal_(p, std=0.1)
+        with torch.no_grad():
+            expected = model.eval()(input_ids=ids()).logits
+        out = tmp_path / name
+        model.save_pretrained(out)
+        # the copy saved for plain-transformers users is not what lmforge runs
+        (out / "modeling_bottleneck_adapter.py").write_text("raise RuntimeError('copy ran')\n")
+        loaded = load(out).eval()
+        assert type(loaded).__name__.endswith("WithBottleneckAdapters")
+        with torch.no_grad():
+            assert torch.equal(loaded(input_ids=ids()).logits, expected)
+    # plain transformers in a process that has lmforge: register, then load without remote code
+    assert register_auto_classes(tmp_path / "gpt2") is True
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "gpt2").eval()
+    assert type(model).__name__ == "GPT2LMHeadModelWithBottleneckAdapters"
+    assert not (tmp_path / "modules").exists()  # nothing was copied from a directory to import
+
+
+# Runs in a fresh interpreter where importing lmforge fails: the saved directories load in plain
+# transformers when the user opts in (trust_remote_code=True after reading the copied module),
+# and their adapter files with the copied module.
 PLAIN_LOAD = textwrap.dedent(
     r"""
     import importlib.abc, importlib.util, json, sys
@@ -335,7 +384,7 @@ def test_finetune_and_evaluate_stages_train_save_and_reload_adapters(tmp_path, m
     from lmforge.tokenizer.config import TokenizerConfig
     from lmforge.tokenizer.train import save_tokenizer, to_transformers, train_tokenizer
 
-    # transformers copies trust_remote_code modules into a cache: keep it inside the test
+    # transformers would copy a directory's code into this cache before importing it
     monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path / "modules"))
     docs = load_builtin("bbc-news", limit=60)
     for name, part in (("train", docs[:45]), ("test", docs[45:])):
@@ -370,3 +419,4 @@ def test_finetune_and_evaluate_stages_train_save_and_reload_adapters(tmp_path, m
     saved = tmp_path / "run" / "finetune" / "model"
     assert (saved / "modeling_bottleneck_adapter.py").exists()
     assert (saved / "tokenizer.json").exists() and (saved / ADAPTER_WEIGHTS).exists()
+    assert not (tmp_path / "modules").exists()  # evaluate loaded it with lmforge's own code

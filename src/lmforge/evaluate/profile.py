@@ -35,20 +35,29 @@ def adapter_base(path: Path) -> Path | None:
     return Path(base)
 
 
-def load_for_eval(task: Any, path: Path, info: Any) -> tuple[Any, Any, int]:
+def load_for_eval(
+    task: Any, path: Path, info: Any, *, trust_remote_code: bool = False
+) -> tuple[Any, Any, int]:
     """(model in eval mode, processor, trainable-parameter count) from a model or adapter dir.
 
-    An adapter loads onto its base model with the task head, in plain peft; the trainable
-    count is then the adapter's (the parameters fine-tuning changed)."""
+    A model directory must hold every weight its task head needs: one without (a masked-LM or
+    bare encoder scored as a classifier) is refused rather than scored with a random head.
+    An adapter loads onto its base model with the task head, in plain peft (the adapter
+    carries the head it trained); the trainable count is then the adapter's (the parameters
+    fine-tuning changed). ``trust_remote_code`` runs the directory's own modeling code: only
+    ever the user's explicit choice (``--trust-remote-code``)."""
     base = adapter_base(path)
     if base is None:
-        model = task.load_model(path, info)
+        model = task.load_model(
+            path, info, trust_remote_code=trust_remote_code, for_inference=True
+        )
         processor = task.load_processor(path)
         trainable = sum(p.numel() for p in model.parameters())
     else:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(task.load_model(base, info), path, is_trainable=True)
+        body = task.load_model(base, info, trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(body, path, is_trainable=True)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         processor = task.load_processor(path if (path / "tokenizer_config.json").exists() else base)
     model.eval()

@@ -7,9 +7,10 @@ add 297,600 parameters: with the 5-way head, 1.30% of the model trains.
 
 peft has no bottleneck adapter and none of its tuners can express one (see
 ``modeling_bottleneck_adapter``), so this method does not use peft. The saved model directory
-holds the full model plus the self-contained ``modeling_bottleneck_adapter.py``: it loads in
-plain transformers with ``trust_remote_code=True`` and no lmforge import, and the adapter alone
-(``bottleneck_adapter.safetensors``, ~1.2 MB for MiniLM) sits next to it.
+holds the full model, the adapter alone (``bottleneck_adapter.safetensors``, ~1.2 MB for
+MiniLM) and a copy of the self-contained ``modeling_bottleneck_adapter.py``. lmforge loads it
+from its own code (``register_auto_classes``), never running the directory's copy; a user
+without lmforge may read that copy and load with ``trust_remote_code=True``.
 """
 
 from __future__ import annotations

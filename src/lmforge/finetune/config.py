@@ -31,6 +31,12 @@ class FinetuneModel(StrictModel):
         description="Train this architecture from scratch instead (the task lists its presets, "
         "e.g. bert-tiny, vit-tiny, t5-tiny); text presets use this run's tokenizer.",
     )
+    trust_remote_code: bool = Field(
+        False,
+        description="Run the Python code a model directory names in its config.json (auto_map) "
+        "to build the model. Never implied: set it only for a directory whose code you have "
+        "read and trust (lmforge's own bottleneck adapters need no code from the directory).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneModel:

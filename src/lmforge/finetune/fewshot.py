@@ -234,7 +234,7 @@ def training_point(problem: Problem, method: str, path: str, k: int) -> Point:
     local = problem.model_dir(path)
     torch.manual_seed(problem.seed)  # the fresh head's initialisation
     processor = task.load_processor(local)
-    model = task.load_model(local, problem.info)
+    model = task.load_model(local, problem.info, trust_remote_code=cfg.model.trust_remote_code)
     t0 = time.perf_counter()
     splits = {"train": sample, "test": problem.test}
     run = train_and_test(task, run_cfg, splits, problem.info, model, processor, problem.seed)

@@ -1,10 +1,18 @@
 """Bottleneck adapters (Houlsby et al. 2019) after each feed-forward output (Pfeiffer et al. 2020).
 
-This file is self-contained on purpose (torch, transformers and safetensors only): it is copied
-into every model directory saved with adapters, and transformers imports it from there, so the
-model loads without lmforge::
+This file is self-contained on purpose (torch, transformers and safetensors only). lmforge loads
+a saved adapted model from *this* module, never from the copy in the model directory:
+``register_auto_classes(model_dir)`` teaches transformers' Auto classes the adapted
+``model_type`` in this process, so ``from_pretrained`` runs with ``trust_remote_code=False``::
 
-    AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True)
+    from lmforge.finetune.modeling_bottleneck_adapter import register_auto_classes
+
+    register_auto_classes(model_dir)
+    AutoModelForSequenceClassification.from_pretrained(model_dir)
+
+A copy of this file also goes into every saved model directory (named in config.json's
+``auto_map``) for users without lmforge, who may choose, after reading that file, to load with
+``trust_remote_code=True``; lmforge itself never passes that unless the user asked for it.
 
 Why not peft: peft has no bottleneck adapter, and its tuners are linear in the input (LoRA,
 IA3, ...) or weight-space (PEANuT), so none expresses ``h + up(relu(down(h)))``. Why not a merge
@@ -16,8 +24,8 @@ layer norm) to ``h + up(act(down(h)))``; ``up`` starts at zero, so a freshly ada
 computes exactly what its base model did. Each adapter is a child named ``bottleneck_adapter``
 of the module it follows, applied by a forward hook, so the base weights keep their names and
 load unchanged. The model's class becomes ``<Base>WithBottleneckAdapters`` and its config's
-``model_type`` gains a suffix: loading without ``trust_remote_code=True`` fails loudly instead
-of silently dropping the adapters.
+``model_type`` gains a suffix: loading with neither the registration nor ``trust_remote_code``
+fails loudly instead of silently dropping the adapters.
 
 The adapter alone (adapters + task head, ~1% of the weights) is saved next to the full model
 as ``bottleneck_adapter.safetensors`` + ``bottleneck_adapter_config.json``;
@@ -155,6 +163,36 @@ def load_bottleneck_adapter(model: PreTrainedModel, directory: str | Path) -> Pr
         )
     model.load_state_dict(tensors, strict=False)
     return model
+
+
+def register_auto_classes(directory: str | Path) -> bool:
+    """Register the adapted classes of the model saved in ``directory`` with transformers' Auto
+    classes, in this process; returns whether it is an adapted model at all.
+
+    Afterwards ``AutoConfig``/``AutoModelFor<head>.from_pretrained(directory)`` build
+    ``<Base>WithBottleneckAdapters`` from this module (transformers prefers a registered
+    ``model_type`` to the directory's ``auto_map`` unless ``trust_remote_code=True``), so the
+    copy of this file in ``directory`` is never imported. Idempotent.
+    """
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    config_file = Path(directory) / "config.json"
+    if not config_file.is_file():
+        return False
+    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type") or ""
+    base_type = model_type.removesuffix(MODEL_TYPE_SUFFIX)
+    if base_type == model_type or base_type not in CONFIG_MAPPING:
+        return False
+    config_class = config_with_adapters(CONFIG_MAPPING[base_type])
+    transformers.AutoConfig.register(model_type, config_class, exist_ok=True)
+    for auto, table in _AUTO_CLASSES.items():
+        names = getattr(modeling_auto, table, {}).get(base_type)
+        name = names if isinstance(names, str) else (names or (None,))[0]
+        base = getattr(transformers, name, None) if name else None
+        if base is not None:
+            getattr(transformers, auto).register(config_class, with_adapters(base), exist_ok=True)
+    return True
 
 
 class _SavesAdapters:

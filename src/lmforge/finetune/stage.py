@@ -42,7 +42,8 @@ def starting_model(task: Task, cfg: FinetuneConfig, ctx: StageContext, info: Any
         return task.from_preset(cfg.model.preset, info, ctx.stage_dir("tokenizer"))
     path = model_dir(cfg, ctx)
     processor = task.load_processor(path)
-    return task.load_model(path, info), processor
+    model = task.load_model(path, info, trust_remote_code=cfg.model.trust_remote_code)
+    return model, processor
 
 
 @dataclass

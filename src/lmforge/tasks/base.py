@@ -80,8 +80,9 @@ class Task:
     peft_task: str
     # (splits) -> task info (labels, ...); raises DataError naming rows and fields
     prepare: Callable[[Splits], Any]
-    # (model_dir, info) -> model with this task's head; LmforgeError if the architecture cannot
-    load_model: Callable[[Path, Any], Any]
+    # (model_dir, info, *, trust_remote_code=False, for_inference=False) -> model with this
+    # task's head (tasks.heads.load_head); LmforgeError if the architecture cannot
+    load_model: Callable[..., Any]
     # (processor, docs, info, finetune config, split name) -> Encoded
     encode: Callable[..., Encoded]
     # (model, encoded, processor, info, finetune config) -> one prediction per example

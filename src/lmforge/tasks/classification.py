@@ -110,7 +110,10 @@ def encode(tokenizer: Any, docs: list[Document], info: LabelInfo, cfg: Any, spli
     )
 
 
-def load_model(path: Path, info: LabelInfo) -> Any:
+def load_model(
+    path: Path, info: LabelInfo, *, trust_remote_code: bool = False, for_inference: bool = False
+) -> Any:
+    """``AutoModelForSequenceClassification``; the keywords are ``load_head``'s."""
     from transformers import AutoModelForSequenceClassification
 
     from lmforge.tasks.heads import label_config, load_head
@@ -119,6 +122,8 @@ def load_model(path: Path, info: LabelInfo) -> Any:
         AutoModelForSequenceClassification,
         path,
         "classification",
+        trust_remote_code=trust_remote_code,
+        for_inference=for_inference,
         **label_config(info.labels, info.multi_label),
     )
 

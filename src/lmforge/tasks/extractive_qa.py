@@ -222,12 +222,21 @@ def encode(tokenizer: Any, docs: list[Document], info: QAInfo, cfg: Any, split: 
     )
 
 
-def load_model(path: Path, info: QAInfo) -> Any:
+def load_model(
+    path: Path, info: QAInfo, *, trust_remote_code: bool = False, for_inference: bool = False
+) -> Any:
+    """``AutoModelForQuestionAnswering``; the keywords are ``load_head``'s."""
     from transformers import AutoModelForQuestionAnswering
 
     from lmforge.tasks.heads import load_head
 
-    return load_head(AutoModelForQuestionAnswering, path, "extractive-qa")
+    return load_head(
+        AutoModelForQuestionAnswering,
+        path,
+        "extractive-qa",
+        trust_remote_code=trust_remote_code,
+        for_inference=for_inference,
+    )
 
 
 def best_span(

@@ -218,7 +218,10 @@ def load_processor(path: Path) -> Any:
         ) from None
 
 
-def load_model(path: Path, info: ImageInfo) -> Any:
+def load_model(
+    path: Path, info: ImageInfo, *, trust_remote_code: bool = False, for_inference: bool = False
+) -> Any:
+    """``AutoModelForImageClassification``; the keywords are ``load_head``'s."""
     from transformers import AutoModelForImageClassification
 
     from lmforge.tasks.heads import label_config, load_head
@@ -228,6 +231,8 @@ def load_model(path: Path, info: ImageInfo) -> Any:
             AutoModelForImageClassification,
             path,
             "image-classification",
+            trust_remote_code=trust_remote_code,
+            for_inference=for_inference,
             **label_config(info.labels, info.multi_label),
         )
     except LmforgeError as e:

@@ -191,17 +191,27 @@ def encode(
     return Encoded(features, [d.label for d in docs], collate(pad_id), truncated, warnings)
 
 
-def load_model(path: Path, info: InstructionInfo) -> Any:
+def load_model(
+    path: Path,
+    info: InstructionInfo,
+    *,
+    trust_remote_code: bool = False,
+    for_inference: bool = False,
+) -> Any:
     """``AutoModelForCausalLM``; encoders (BERT's ``BertLMHeadModel`` is in transformers'
-    causal-LM table) and encoder-decoders are refused by name."""
+    causal-LM table) and encoder-decoders are refused by name. The keywords: ``load_head``'s."""
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    from lmforge.tasks.heads import load_head
+    from lmforge.tasks.heads import load_head, register_own_architectures, remote_code_error
 
-    # a saved bottleneck-adapter model carries its own modeling file (see finetune.adapters)
-    trust = (Path(path) / "modeling_bottleneck_adapter.py").exists()
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
+    register_own_architectures(path)  # a saved bottleneck-adapter decoder (finetune.adapters)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        if (error := remote_code_error(path, e)) is not None:
+            raise error from None
+        raise
     kind = None
     if getattr(config, "is_encoder_decoder", False):
         kind = "an encoder-decoder"
@@ -213,7 +223,13 @@ def load_model(path: Path, info: InstructionInfo) -> Any:
             "'instruction' task: it needs a decoder-only causal LM, e.g. path: smollm2-135m "
             f"or preset: {' / '.join(DECODER_PRESETS)}"
         )
-    return load_head(AutoModelForCausalLM, path, "instruction")
+    return load_head(
+        AutoModelForCausalLM,
+        path,
+        "instruction",
+        trust_remote_code=trust_remote_code,
+        for_inference=for_inference,
+    )
 
 
 def response_nll(model: Any, data: Encoded, batch_size: int) -> float:

@@ -135,12 +135,21 @@ def encode(tokenizer: Any, docs: list[Document], info: PairInfo, cfg: Any, split
     )
 
 
-def load_model(path: Path, info: PairInfo) -> Any:
+def load_model(
+    path: Path, info: PairInfo, *, trust_remote_code: bool = False, for_inference: bool = False
+) -> Any:
+    """``AutoModelForSeq2SeqLM``; the keywords are ``load_head``'s."""
     from transformers import AutoModelForSeq2SeqLM
 
     from lmforge.tasks.heads import load_head
 
-    return load_head(AutoModelForSeq2SeqLM, path, "translation")
+    return load_head(
+        AutoModelForSeq2SeqLM,
+        path,
+        "translation",
+        trust_remote_code=trust_remote_code,
+        for_inference=for_inference,
+    )
 
 
 def predict(model: Any, data: Encoded, processor: Any, info: PairInfo, cfg: Any) -> list[str]:
