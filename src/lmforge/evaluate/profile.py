@@ -11,9 +11,12 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge.core.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 
 def dir_megabytes(path: Path) -> float:
@@ -87,7 +90,15 @@ def forward_latency(
     return out
 
 
-def _profile_child(task_name: str, path: str, info: Any, batches: dict, repeats: int, q) -> None:  # noqa: ANN001
+def _profile_child(
+    task_name: str,
+    path: str,
+    info: Any,
+    batches: dict,
+    repeats: int,
+    trust_remote_code: bool,
+    conn: Connection,
+) -> None:
     import resource
 
     import torch
@@ -97,30 +108,82 @@ def _profile_child(task_name: str, path: str, info: Any, batches: dict, repeats:
     torch.set_num_threads(torch.get_num_threads())
     try:
         t0 = time.perf_counter()
-        model, _, _ = load_for_eval(TASKS.get(task_name), Path(path), info)
+        task = TASKS.get(task_name)
+        model, _, _ = load_for_eval(task, Path(path), info, trust_remote_code=trust_remote_code)
         load_s = time.perf_counter() - t0
         result = forward_latency(model, lambda b: batches[b], sorted(batches), repeats)
         result["load_seconds"] = load_s
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        q.put(result)
+        conn.send(result)
     except Exception as e:  # reported to the parent, which raises it
-        q.put({"error": f"{type(e).__name__}: {e}"})
+        conn.send({"error": f"{type(e).__name__}: {e}"})
+    finally:
+        conn.close()
+
+
+# a child alive but silent this long is stuck, not slow: the bound only for a hang; a child
+# that dies is noticed at once
+PROFILE_TIMEOUT_S = 1800
 
 
 def profile_in_fresh_process(
-    task_name: str, path: Path, info: Any, batches: dict[int, dict[str, Any]], repeats: int
+    task_name: str,
+    path: Path,
+    info: Any,
+    batches: dict[int, dict[str, Any]],
+    repeats: int,
+    *,
+    trust_remote_code: bool = False,
 ) -> dict[str, float]:
-    """Load the model in a new process, time forward passes on ``batches``, report peak RSS."""
+    """Load the model in a new process, time forward passes on ``batches``, report peak RSS.
+
+    Raises:
+        LmforgeError: the child failed, died (killed for memory, crashed in native code) or
+            hung; a dead child is noticed as soon as it exits, not after a timeout.
+    """
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    proc = ctx.Process(
-        target=_profile_child, args=(task_name, str(path), info, batches, repeats, q)
-    )
+    # a pipe, not a queue: once the child exits, its end closes and recv() raises EOFError
+    receiver, sender = ctx.Pipe(duplex=False)
+    args = (task_name, str(path), info, batches, repeats, trust_remote_code, sender)
+    proc = ctx.Process(target=_profile_child, args=args)
     proc.start()
-    result = q.get(timeout=1800)
-    proc.join()
+    sender.close()  # the child holds the only writing end now
+    try:
+        if not receiver.poll(PROFILE_TIMEOUT_S):
+            raise LmforgeError(
+                f"evaluate: profiling {path} gave no result in {PROFILE_TIMEOUT_S} s; "
+                "rerun with evaluate.profile: false (--no-profile) to skip it"
+            )
+        result = receiver.recv()
+    except EOFError:
+        proc.join(timeout=10)
+        raise LmforgeError(
+            f"evaluate: the process profiling {path} died before reporting "
+            f"({_exit_reason(proc.exitcode)}); rerun with evaluate.profile: false "
+            "(--no-profile) to skip profiling, or free memory"
+        ) from None
+    finally:
+        receiver.close()
+        if proc.is_alive():
+            proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
     if "error" in result:
         raise LmforgeError(f"evaluate: profiling {path} failed: {result['error']}")
     return result
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    """``exit code 3``, ``killed by SIGKILL, as the out-of-memory killer does``, ..."""
+    import signal
+
+    if exitcode is None:
+        return "still running"
+    if exitcode >= 0:
+        return f"exit code {exitcode}"
+    name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else -exitcode
+    hint = ", as the out-of-memory killer does" if -exitcode == signal.SIGKILL else ""
+    return f"killed by {name}{hint}"
