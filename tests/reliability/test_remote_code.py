@@ -138,3 +138,18 @@ def test_a_directory_that_only_works_with_its_code_is_refused_by_name(tmp_path):
     with pytest.raises(LmforgeError, match=r"never runs.*--trust-remote-code"):
         TASKS.get("translation").load_model(directory, None)
     assert not (tmp_path / "MARKER").exists()
+
+
+def test_no_source_file_turns_remote_code_on():
+    import re
+    from pathlib import Path
+
+    import lmforge
+
+    pattern = re.compile(r"trust_remote_code\s*=\s*True")
+    offenders = [
+        str(path)
+        for path in Path(lmforge.__file__).parent.rglob("*.py")
+        if pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []

@@ -10,7 +10,7 @@ peft has no bottleneck adapter and none of its tuners can express one (see
 holds the full model, the adapter alone (``bottleneck_adapter.safetensors``, ~1.2 MB for
 MiniLM) and a copy of the self-contained ``modeling_bottleneck_adapter.py``. lmforge loads it
 from its own code (``register_auto_classes``), never running the directory's copy; a user
-without lmforge may read that copy and load with ``trust_remote_code=True``.
+without lmforge may read that copy, then opt in to running it (``trust_remote_code``).
 """
 
 from __future__ import annotations

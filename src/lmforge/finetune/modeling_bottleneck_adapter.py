@@ -11,8 +11,8 @@ a saved adapted model from *this* module, never from the copy in the model direc
     AutoModelForSequenceClassification.from_pretrained(model_dir)
 
 A copy of this file also goes into every saved model directory (named in config.json's
-``auto_map``) for users without lmforge, who may choose, after reading that file, to load with
-``trust_remote_code=True``; lmforge itself never passes that unless the user asked for it.
+``auto_map``) for users without lmforge, who may choose, after reading that file, to let
+transformers run it (``trust_remote_code``); lmforge never does unless the user asked for it.
 
 Why not peft: peft has no bottleneck adapter, and its tuners are linear in the input (LoRA,
 IA3, ...) or weight-space (PEANuT), so none expresses ``h + up(relu(down(h)))``. Why not a merge
@@ -171,7 +171,7 @@ def register_auto_classes(directory: str | Path) -> bool:
 
     Afterwards ``AutoConfig``/``AutoModelFor<head>.from_pretrained(directory)`` build
     ``<Base>WithBottleneckAdapters`` from this module (transformers prefers a registered
-    ``model_type`` to the directory's ``auto_map`` unless ``trust_remote_code=True``), so the
+    ``model_type`` to the directory's ``auto_map`` unless remote code is trusted), so the
     copy of this file in ``directory`` is never imported. Idempotent.
     """
     import transformers
