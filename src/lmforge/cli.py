@@ -290,6 +290,92 @@ def schema(
         _echo(f"{path}: {type_name}{default_text}\n    {description}")
 
 
+@app.command()
+def cost(
+    params: Annotated[
+        str | None, typer.Option("--params", help="Parameters N: 7e9, 6.7B, 125M.")
+    ] = None,
+    tokens: Annotated[
+        str | None,
+        typer.Option("--tokens", help="Training tokens D: 2e12, 300B (default: 20·N, Chinchilla)."),
+    ] = None,
+    hardware: Annotated[
+        str, typer.Option("--hardware", help="a100, h100, h200, or cpu (this machine, measured).")
+    ] = "a100",
+    devices: Annotated[int, typer.Option("--devices", help="Devices training together.")] = 1,
+    mfu: Annotated[
+        float | None,
+        typer.Option("--mfu", help="Model FLOPs utilisation, 0-1 (default: 0.4 GPUs, 0.2 cpu)."),
+    ] = None,
+    price: Annotated[
+        float | None,
+        typer.Option("--price", help="USD per device-hour (default: the preset's assumed price)."),
+    ] = None,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Training sequence length.")] = 2048,
+    layers: Annotated[
+        int | None, typer.Option("--layers", help="Layers (default: estimated from N).")
+    ] = None,
+    hidden: Annotated[
+        int | None, typer.Option("--hidden", help="Hidden size (default: estimated from N).")
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Take N and the shape from a saved model's config.json."),
+    ] = None,
+    grid_intensity: Annotated[
+        float, typer.Option("--grid-intensity", help="Grid carbon intensity, gCO2/kWh.")
+    ] = 480.0,
+    pue: Annotated[
+        float,
+        typer.Option("--pue", help="Data-centre power usage effectiveness (1: devices only)."),
+    ] = 1.0,
+    watts: Annotated[
+        float | None, typer.Option("--watts", help="Power per device (default: the preset's TDP).")
+    ] = None,
+    micro_batch: Annotated[
+        int, typer.Option("--micro-batch", help="Sequences per device per step (activations).")
+    ] = 1,
+    precision: Annotated[
+        str, typer.Option("--precision", help="mixed (bf16 + fp32 Adam states) or fp32.")
+    ] = "mixed",
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--strategy", help="ddp, zero1, zero2, zero3, fsdp (repeatable; default: all)."
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option("--batch", help="Inference batch (sequences).")] = 32,
+    weight_bits: Annotated[
+        int, typer.Option("--weight-bits", help="Inference weight precision: 16, 8 or 4.")
+    ] = 16,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Plan a training run: FLOPs, time, price, energy, memory per device, serving cost."""
+    from lmforge.cost.plan import format_json, format_plan, parse_count, plan_cost
+
+    plan = plan_cost(
+        parse_count(params, "--params") if params is not None else None,
+        parse_count(tokens, "--tokens") if tokens is not None else None,
+        hardware=hardware,
+        devices=devices,
+        mfu=mfu,
+        price=price,
+        seq_len=seq_len,
+        layers=layers,
+        hidden=hidden,
+        model=model,
+        pue=pue,
+        grid=grid_intensity,
+        watts=watts,
+        micro_batch=micro_batch,
+        precision=precision,
+        strategies=strategy,
+        batch=batch,
+        weight_bits=weight_bits,
+    )
+    _echo(format_json(plan) if json_out else format_plan(plan))
+
+
 @recipes_app.callback(invoke_without_command=True)
 def recipes_list(ctx: typer.Context) -> None:
     """List built-in recipes with a one-line description."""
