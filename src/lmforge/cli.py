@@ -6,15 +6,18 @@ is an internal error, also without a traceback unless ``--debug``.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from lmforge.core.errors import LmforgeError
+from lmforge.core.errors import LmforgeError, Terminated
 from lmforge.stages import STAGE_LIST, StageSpec
 
 app = typer.Typer(
@@ -32,7 +35,12 @@ RecipeArg = Annotated[
     str, typer.Argument(help="A recipe YAML file or the name of a built-in recipe.")
 ]
 OutOpt = Annotated[
-    Path | None, typer.Option("--out", help="Run directory (default: runs/<name>-<timestamp>).")
+    str | None,
+    typer.Option(
+        "--out",
+        help="Run directory: a new or empty folder, or an earlier run "
+        "(default: runs/<name>-<timestamp>).",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -73,18 +81,27 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _out_dir(out: str | None) -> Path | None:
+    """``--out`` as a path; an empty one is a mistake (it would mean the current folder)."""
+    if out is None:
+        return None
+    if not out.strip():
+        raise LmforgeError("--out is empty; give a folder for the run, e.g. --out runs/my-run")
+    return Path(out)
+
+
 def _run(
-    recipe: str, out: Path | None, overrides: list[str] | None, only, resume: bool, force: bool
+    recipe: str, out: str | None, overrides: list[str] | None, only, resume: bool, force: bool
 ) -> None:
     from lmforge.runner import run_recipe
 
     r = _load(recipe, overrides)
-    _print_outcome(run_recipe(r, out=out, only=only, resume=resume, force=force))
+    _print_outcome(run_recipe(r, out=_out_dir(out), only=only, resume=resume, force=force))
 
 
 def _run_through(
     recipe: str,
-    out: Path | None,
+    out: str | None,
     overrides: list[str] | None,
     stage: str,
     resume: bool,
@@ -99,13 +116,16 @@ def _run_through(
         raise LmforgeError(f"recipe '{r.name}' has no {stage} section")
     upto = AVAILABLE_STAGES[: AVAILABLE_STAGES.index(stage) + 1]
     only = [s for s in upto if getattr(r, s) is not None]
-    _print_outcome(run_recipe(r, out=out, only=only, resume=resume, force=force))
+    _print_outcome(run_recipe(r, out=_out_dir(out), only=only, resume=resume, force=force))
 
 
 @app.callback()
 def _root(
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show full tracebacks and debug logs.")
+        bool,
+        typer.Option(
+            "--debug", help="Show full tracebacks and debug logs (also after the command)."
+        ),
     ] = False,
 ) -> None:
     """lmforge: raw text to a model you can ship, from one recipe."""
@@ -124,7 +144,11 @@ def run(
     ] = None,
     resume: Annotated[
         bool,
-        typer.Option("--resume", help="Continue the latest run of this recipe (or --out DIR)."),
+        typer.Option(
+            "--resume",
+            help="Continue the newest run of this recipe in runs/ (or --out DIR): completed "
+            "stages are reused, an interrupted pretraining continues from its last checkpoint.",
+        ),
     ] = False,
     force: ForceOpt = False,
 ) -> None:
@@ -415,10 +439,32 @@ def _setup_logging(debug: bool) -> None:
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
+def _accept_debug_everywhere(group: Any, debug: Any = None) -> None:
+    """Let ``--debug`` follow any command too (``lmforge run x --debug``), as messages advise.
+
+    Each command gets a hidden copy of the root's ``--debug`` flag (typer builds on its own
+    copy of click, so the root's option is copied rather than a click one made).
+    """
+    debug = debug or next(p for p in group.params if p.name == "debug")
+    for command in getattr(group, "commands", {}).values():
+        if not any(p.name == "debug" for p in command.params):
+            flag = copy.copy(debug)
+            flag.expose_value, flag.hidden = False, True
+            command.params.append(flag)
+        _accept_debug_everywhere(command, debug)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C: the stage is recorded as interrupted, partial work kept."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated("stopped by SIGTERM")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code (0 success, 1 error, 2 usage)."""
+    """Entry point of the console script; returns the exit code (0 success, 1 error, 2 usage,
+    143 stopped by SIGTERM)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+    debug = "--debug" in (args[: args.index("--")] if "--" in args else args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _setup_logging(debug)
@@ -426,12 +472,23 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     command = typer.main.get_command(app)
+    _accept_debug_everywhere(command)
+    previous_sigterm = None
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         # standalone mode: click itself reports usage errors (exit 2) and Ctrl-C, and always
         # ends in SystemExit; lmforge's own exceptions pass through to be shown below
         command.main(args=args, prog_name="lmforge", standalone_mode=True)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Terminated:
+        typer.echo(
+            "lmforge: stopped by SIGTERM; what was running is recorded as interrupted in the "
+            "run's summary.json (an interrupted pretraining continues with --resume)",
+            err=True,
+        )
+        return 128 + signal.SIGTERM
     except LmforgeError as e:
         if debug:
             raise
@@ -446,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         return 1
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     return 0
 
 

@@ -12,6 +12,7 @@ import importlib.resources
 import platform
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,18 @@ from lmforge.stages import AVAILABLE_STAGES, STAGE_LIST, STAGE_SPECS, STAGES
 from lmforge.tokenizer.config import TokenizerConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# runs/<name>-<YYYYmmdd-HHMMSS>-<n> must stay far below the 255 bytes a file name may have
+NAME_MAX = 100
 
 
 class Recipe(StrictModel):
     """A whole run: name, seed, then one optional section per stage."""
 
     name: str = Field(
-        pattern=NAME_PATTERN, description="Run name; runs go to runs/<name>-<timestamp>."
+        pattern=NAME_PATTERN,
+        max_length=NAME_MAX,
+        description=f"Run name (at most {NAME_MAX} characters); runs go to "
+        "runs/<name>-<timestamp>.",
     )
     description: str = Field("", description="One line shown by `lmforge recipes`.")
     seed: int = Field(0, ge=0, description="Seed for every random number generator of the run.")
@@ -53,6 +59,11 @@ class Recipe(StrictModel):
     @model_validator(mode="after")
     def _cross_section_checks(self) -> Recipe:
         """Each configured stage checks what it needs from the other sections."""
+        if not self.stages():  # `validate` and `run` agree: nothing to run is a mistake
+            raise ValueError(
+                "the recipe configures no stage; add at least one section "
+                f"({', '.join(AVAILABLE_STAGES)}; see `lmforge schema`)"
+            )
         for spec in STAGE_LIST:
             if spec.check is not None and getattr(self, spec.name) is not None:
                 spec.check(self)
@@ -189,6 +200,8 @@ def _describe(err: dict[str, Any]) -> str:
         msg = "required field is missing"
     elif kind == "string_pattern_mismatch" and loc == ("name",):
         msg = "use letters, digits, '.', '_' or '-' (it becomes a directory name)"
+    elif kind == "string_too_long" and loc == ("name",):
+        msg = f"at most {NAME_MAX} characters (it becomes a directory name)"
     if not loc:  # whole-recipe checks name their fields themselves
         return msg
     return f"{path}: {msg}"
@@ -220,13 +233,47 @@ def parse_recipe(
         raise RecipeError(format_validation_error(e, source)) from None
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    """A mapping that names one key twice (PyYAML would silently keep the last value)."""
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                earlier = first_line.get(key)
+            except TypeError:  # unhashable key: SafeLoader reports it
+                continue
+            line = key_node.start_mark.line + 1
+            if earlier is not None:
+                raise _DuplicateKeyError(
+                    f"line {line}: duplicate key {key!r} (first at line {earlier}); YAML would "
+                    "keep only the last value, so remove or merge one of them"
+                )
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_recipe(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read and validate a recipe file or built-in recipe name; raises RecipeError."""
     path = resolve_recipe_path(source)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader)
     except OSError as e:
         raise RecipeError(f"cannot read recipe {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise RecipeError(
+            f"recipe {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+            f"{e.start}); save it with UTF-8 encoding"
+        ) from None
+    except _DuplicateKeyError as e:
+        raise RecipeError(f"{path}, {e}") from None
     except yaml.YAMLError as e:
         raise RecipeError(f"{path} is not valid YAML: {e}") from None
     return parse_recipe(raw, str(source), overrides)
@@ -242,9 +289,21 @@ def versions() -> dict[str, str]:
     return out
 
 
-def resolved_yaml(recipe: Recipe) -> str:
-    """The recipe with every default filled in, plus the versions it ran with."""
+def resolved_yaml(
+    recipe: Recipe,
+    sections: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """The recipe with every default filled in, plus the versions it ran with.
+
+    Args:
+        sections: stage sections to write instead of the recipe's (a run directory writes
+            each stage's section as its outputs were made).
+        notes: lines written as comments at the top.
+    """
     data = recipe.model_dump(mode="json", exclude={"versions"})
+    data.update(sections or {})
     data = {k: v for k, v in data.items() if v is not None or k not in STAGES}
     data["versions"] = versions()
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    header = "".join(f"# {note}\n" for note in notes)
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -3,11 +3,14 @@
 Each stage writes into a temporary directory that is renamed into place only when it
 completes, with the hash of everything it was made from (its config, the seed, upstream
 stage hashes, input file fingerprints, the lmforge version). A stage whose hash matches the
-completed one on disk is skipped unless ``force``.
+completed one on disk is skipped unless ``force``. One process writes a run directory at a
+time (a lock); stages downstream of a rerun stage are marked stale until they rerun, and
+recipe.yaml describes what the completed stages were made from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import shutil
@@ -17,13 +20,28 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lmforge import __version__
 from lmforge.core.atomic import atomic_dir, replace_dir, write_json_atomic
-from lmforge.core.distributed import barrier, broadcast_object, init_distributed
-from lmforge.core.errors import LmforgeError, RecipeError
+from lmforge.core.distributed import DistInfo, barrier, broadcast_object, init_distributed
+from lmforge.core.errors import (
+    LmforgeError,
+    RecipeError,
+    Terminated,
+    is_disk_full,
+    no_space_message,
+)
 from lmforge.core.hashing import hash_json
 from lmforge.core.log import logger
-from lmforge.core.rundir import RunDir, write_stage_state
+from lmforge.core.rundir import (
+    RunDir,
+    Status,
+    cannot_write_message,
+    latest_run,
+    open_run_dir,
+    write_stage_state,
+)
 from lmforge.core.seed import seed_everything
 from lmforge.core.stage import StageContext, StageResult
 from lmforge.recipe import Recipe, resolved_yaml
@@ -61,28 +79,36 @@ def parse_only(only: str | list[str] | None, recipe: Recipe) -> list[str] | None
     return names
 
 
-def latest_run(name: str, runs_dir: Path = RUNS_DIR) -> Path | None:
-    candidates = sorted(p for p in runs_dir.glob(f"{name}-*") if (p / "recipe.yaml").exists())
-    return candidates[-1] if candidates else None
-
-
 def resolve_run_dir(recipe: Recipe, out: Path | None, resume: bool) -> Path:
+    """``--out``, else the newest run of this recipe for ``--resume``, else a new run folder."""
     if out is not None:
         return out
     if resume:
-        found = latest_run(recipe.name)
+        found = latest_run(RUNS_DIR, recipe.name)
         if found is None:
             raise RecipeError(
                 f"--resume: no earlier run of '{recipe.name}' in {RUNS_DIR}/; give --out DIR"
             )
         return found
+    return new_run_dir(recipe.name)
+
+
+def new_run_dir(name: str, runs_dir: Path = RUNS_DIR) -> Path:
+    """Create ``runs/<name>-<timestamp>[-<n>]``; ``mkdir`` claims the name, so two runs
+    started in the same second get two folders."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    root = RUNS_DIR / f"{recipe.name}-{stamp}"
     n = 1
-    while root.exists():
-        n += 1
-        root = RUNS_DIR / f"{recipe.name}-{stamp}-{n}"
-    return root
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            root = runs_dir / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
+            try:
+                root.mkdir()
+                return root
+            except FileExistsError:
+                n += 1
+    except OSError as e:
+        raise LmforgeError(cannot_write_message(str(runs_dir), e)) from None
 
 
 def stage_hash(recipe: Recipe, stage: str, upstream: dict[str, str]) -> str:
@@ -111,7 +137,7 @@ def _config_diff(old: Any, new: Any, path: str = "") -> list[str]:
 
 def prepare_partial(run: RunDir, recipe: Recipe, stage: str, h: str, resume: bool) -> Path:
     """The stable work dir of a resumable stage: kept for ``--resume``, else started afresh."""
-    work = run.root / f".{stage}.partial"
+    work = run.partial_dir(stage)
     marker = work / "_inputs.json"
     config = {stage: getattr(recipe, stage).model_dump(mode="json"), "seed": recipe.seed}
     if work.exists() and resume and marker.exists():
@@ -132,24 +158,117 @@ def prepare_partial(run: RunDir, recipe: Recipe, stage: str, h: str, resume: boo
     return work
 
 
-def _run_stage(ctx: StageContext, run: RunDir, stage: str, h: str) -> StageResult:
+def _run_stage(
+    ctx: StageContext, run: RunDir, stage: str, h: str, upstream: dict[str, str]
+) -> StageResult:
+    """Run one stage into a temporary (or, resumable, a kept partial) folder, then swap it in.
+
+    Just before the swap, the stages it invalidates are marked stale in the summary, so a
+    kill at any point never shows stale outputs as done.
+    """
     spec = STAGE_SPECS[stage]
     final = run.stage_dir(stage)
+    made_from = {"config": getattr(ctx.recipe, stage).model_dump(mode="json")}
+    made_from["seed"] = ctx.recipe.seed
     if not spec.resumable:  # rank 0 only; a throwaway temp dir renamed into place
         with atomic_dir(final) as tmp:
             result = spec.run(ctx, tmp)
-            write_stage_state(tmp, h, result)
+            write_stage_state(tmp, h, result, upstream, made_from)
+            run.refresh_stale(AVAILABLE_STAGES, pending={stage: h})
         return result
     if ctx.dist.is_main:
         prepare_partial(run, ctx.recipe, stage, h, ctx.resume)
     barrier()
-    work = run.root / f".{stage}.partial"
+    work = run.partial_dir(stage)
     result = spec.run(ctx, work)
     if ctx.dist.is_main:
-        write_stage_state(work, h, result)
+        write_stage_state(work, h, result, upstream, made_from)
+        run.refresh_stale(AVAILABLE_STAGES, pending={stage: h})
         replace_dir(work, final)
     barrier()
     return result
+
+
+def write_run_recipe(run: RunDir, recipe: Recipe) -> None:
+    """recipe.yaml: each stage section as the stage's outputs on disk were made.
+
+    A stage's section changes only when that stage completes; stages without outputs get the
+    current recipe's section. Name, seed and versions are the current run's; a stage made with
+    another seed is noted in a comment.
+    """
+    previous: dict[str, Any] = {}
+    with contextlib.suppress(OSError, yaml.YAMLError):
+        loaded = yaml.safe_load((run.root / "recipe.yaml").read_text(encoding="utf-8"))
+        previous = loaded if isinstance(loaded, dict) else {}
+    sections: dict[str, Any] = {}
+    notes: list[str] = []
+    for stage in AVAILABLE_STAGES:
+        state = run.completed_state(stage)
+        if state is None:
+            continue
+        made = state.get("made_from")
+        if isinstance(made, dict) and "config" in made:
+            sections[stage] = made["config"]
+            if made.get("seed", recipe.seed) != recipe.seed:
+                notes.append(f"{stage}/ was made with seed {made['seed']} ({stage}/_stage.json)")
+        elif previous.get(stage) is not None:  # made by an lmforge that did not record it
+            sections[stage] = previous[stage]
+    run.write_recipe(resolved_yaml(recipe, sections, notes))
+
+
+def _plan_hashes(run: RunDir, recipe: Recipe, selected: list[str]) -> dict[str, str]:
+    """Each stage's input hash; a stage not selected counts as what is on disk."""
+    hashes: dict[str, str] = {}
+    for stage in recipe.stages():
+        hashes[stage] = stage_hash(recipe, stage, hashes)
+        state = run.completed_state(stage)
+        if stage not in selected and state is not None and "hash" in state:
+            hashes[stage] = state["hash"]  # downstream stages read what is on disk
+    return hashes
+
+
+def _refuse_stale_inputs(
+    run: RunDir, recipe: Recipe, selected: list[str], hashes: dict[str, str]
+) -> None:
+    """``--only`` must not run a stage on the outputs of a stage that is (or would be) stale."""
+    will_be_stale = run.stale_stages(AVAILABLE_STAGES, {s: hashes[s] for s in selected})
+    for stage in selected:
+        for up in STAGE_SPECS[stage].needs:
+            if up in will_be_stale and up not in selected and getattr(recipe, up) is not None:
+                fix = [s for s in recipe.stages() if s in selected or s in will_be_stale]
+                raise RecipeError(
+                    f"--only: stage '{stage}' reads the outputs of '{up}', which are stale "
+                    f"({will_be_stale[up]}). Rerun it too: --only {','.join(fix)} "
+                    "(or run without --only)."
+                )
+
+
+def _refuse_links(run: RunDir, stage: str) -> None:
+    for path in (run.stage_dir(stage), run.partial_dir(stage)):
+        if path.is_symlink():
+            raise LmforgeError(
+                f"{path} is a symbolic link; lmforge replaces a stage's folder as a whole when "
+                "it reruns and does not write through links. Replace the link with a real "
+                "folder, or link the whole run directory (--out) instead."
+            )
+
+
+def _failure(e: BaseException, stage: str, root: Path) -> tuple[Status, str, LmforgeError | None]:
+    """How a stage's exception is recorded: status, message, and the error to raise instead."""
+    if isinstance(e, KeyboardInterrupt | Terminated):
+        how = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+        keep = STAGE_SPECS[stage].resumable
+        logger.warning(
+            "%s: %s%s",
+            stage,
+            how,
+            "; its work so far is kept: continue with --resume" if keep else "",
+        )
+        return "interrupted", how, None
+    if not isinstance(e, LmforgeError) and is_disk_full(e, root):
+        message = no_space_message(e, root, f"running stage '{stage}'")
+        return "failed", message, LmforgeError(message)
+    return "failed", str(e) or type(e).__name__, None
 
 
 def run_recipe(
@@ -161,30 +280,62 @@ def run_recipe(
 ) -> RunOutcome:
     """Execute the recipe; raises the failing stage's error after recording it in summary.json.
 
-    Under torchrun, every process calls this: rank 0 owns the run directory and runs the
-    single-process stages while the others wait; resumable stages run on all ranks.
+    Under torchrun, every process calls this: rank 0 owns (and locks) the run directory and
+    runs the single-process stages while the others wait; resumable stages run on all ranks.
     """
     selected = parse_only(only, recipe) or recipe.stages()
     if not selected:
         raise RecipeError(f"recipe '{recipe.name}' configures no stage; add e.g. a data section")
     info = init_distributed()
-    root = Path(broadcast_object(str(resolve_run_dir(recipe, out, resume))))
-    run = RunDir(root, recipe.name, writer=info.is_main)
+    with contextlib.ExitStack() as stack:
+        run = _open(stack, recipe, out, resume, info)
+        try:
+            return _run_stages(run, recipe, selected, resume, force, info)
+        except OSError as e:  # outside a stage: summary.json, recipe.yaml
+            if is_disk_full(e, run.root):
+                raise LmforgeError(
+                    no_space_message(e, run.root, f"writing the run directory {run.root}")
+                ) from e
+            raise
+
+
+def _open(
+    stack: contextlib.ExitStack, recipe: Recipe, out: Path | None, resume: bool, info: DistInfo
+) -> RunDir:
+    """Rank 0 opens (checks, locks) the run directory; every rank learns it or its error."""
+    opened: RunDir | None = None
+    error: LmforgeError | None = None
     if info.is_main:
-        run.write_recipe(resolved_yaml(recipe))
+        try:
+            root = resolve_run_dir(recipe, out, resume)
+            opened = stack.enter_context(open_run_dir(root, recipe.name))
+        except LmforgeError as e:
+            error = e
+    shared = (str(opened.root) if opened else None, str(error) if error else None)
+    root_text, message = broadcast_object(shared)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise LmforgeError(message)
+    return opened or RunDir(Path(root_text), recipe.name, writer=False)
+
+
+def _run_stages(
+    run: RunDir, recipe: Recipe, selected: list[str], resume: bool, force: bool, info: DistInfo
+) -> RunOutcome:
+    if info.is_main:
         logger.info("run directory: %s", run.root)
+        run.refresh_stale(AVAILABLE_STAGES)  # repairs what a kill -9 may have left unmarked
+    hashes = _plan_hashes(run, recipe, selected)
+    _refuse_stale_inputs(run, recipe, selected, hashes)
     barrier()
 
-    hashes: dict[str, str] = {}
     ran: list[str] = []
     cached: list[str] = []
     for stage in recipe.stages():
-        h = stage_hash(recipe, stage, hashes)
-        hashes[stage] = h
+        h = hashes[stage]
         state = run.completed_state(stage)
         if stage not in selected:
-            # downstream stages read what is on disk, so they depend on its hash
-            hashes[stage] = state["hash"] if state and "hash" in state else h
             if info.is_main and stage not in run.load_summary()["stages"]:
                 run.record_stage(stage, "skipped", 0.0)
             continue
@@ -194,20 +345,28 @@ def run_recipe(
                 result = StageResult(state.get("metrics", {}), state.get("artifacts", {}))
                 previous = run.load_summary()["stages"].get(stage, {})
                 run.record_stage(stage, "done", previous.get("seconds", 0.0), result, cached=True)
+                write_run_recipe(run, recipe)
             cached.append(stage)
             continue
+        _refuse_links(run, stage)
         seed_everything(recipe.seed)
         logger.info("%s: running", stage)
         ctx = StageContext(recipe, run.root, run.metrics, info, resume, h)
+        upstream = {s: hashes[s] for s in STAGE_SPECS[stage].needs if s in hashes}
         t0 = time.perf_counter()
         error: str | None = None
         try:
             if info.is_main or STAGE_SPECS[stage].resumable:
-                result = _run_stage(ctx, run, stage, h)
+                result = _run_stage(ctx, run, stage, h, upstream)
         except BaseException as e:
-            error = str(e) or type(e).__name__
+            status, error, instead = _failure(e, stage, run.root)
             if info.is_main:
-                run.record_stage(stage, "failed", time.perf_counter() - t0, error=error)
+                try:
+                    run.record_stage(stage, status, time.perf_counter() - t0, error=error)
+                except OSError as record_error:  # e.g. the disk that failed the stage
+                    logger.warning("could not record the failure in summary.json: %s", record_error)
+            if instead is not None:
+                raise instead from e
             raise
         finally:
             if not STAGE_SPECS[stage].resumable:
@@ -218,6 +377,8 @@ def run_recipe(
         seconds = time.perf_counter() - t0
         if info.is_main:
             run.record_stage(stage, "done", seconds, result)
+            run.refresh_stale(AVAILABLE_STAGES)
+            write_run_recipe(run, recipe)
         logger.info("%s: done in %.1f s", stage, seconds)
         ran.append(stage)
     return RunOutcome(run.root, run.load_summary(), ran, cached)
