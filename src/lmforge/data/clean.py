@@ -11,6 +11,7 @@ import functools
 import re
 import sys
 import unicodedata
+from collections.abc import Iterator
 from html.parser import HTMLParser
 
 from lmforge.data.config import CleanConfig
@@ -60,14 +61,41 @@ _AROUND_NEWLINE = re.compile(r" *\n *")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
-def normalize_whitespace(text: str) -> str:
-    """Unify line endings to ``\\n``, collapse runs of horizontal space (tabs, no-break and
-    ideographic spaces) to one space, trim every line, keep at most one blank line between
-    paragraphs and strip both ends."""
+LONG_TEXT_CHARS = 1 << 20  # longer texts are tidied piece by piece
+
+
+def whitespace_pieces(text: str, size: int) -> Iterator[str]:
+    """``text`` in pieces of about ``size`` characters, each cut just after a non-whitespace
+    character, so that no run of whitespace is split between two pieces: a rewrite of
+    whitespace runs gives the same result piece by piece, with a piece's worth of memory."""
+    start = 0
+    while start < len(text):
+        end = start + size
+        while end < len(text) and text[end - 1].isspace():
+            end += 1
+        yield text[start:end]
+        start = end
+
+
+def _tidy(text: str) -> str:
     text = _LINE_BREAK.sub("\n", text)
     text = _HSPACE.sub(" ", text)
     text = _AROUND_NEWLINE.sub("\n", text)
-    return _BLANK_LINES.sub("\n\n", text).strip()
+    return _BLANK_LINES.sub("\n\n", text)
+
+
+def normalize_whitespace(text: str) -> str:
+    """Unify line endings to ``\\n``, collapse runs of horizontal space (tabs, no-break and
+    ideographic spaces) to one space, trim every line, keep at most one blank line between
+    paragraphs and strip both ends.
+
+    Every rule rewrites a run of whitespace, so a long text is tidied in pieces cut after a
+    non-space character, with the same result: ``re.sub`` holds a string object per match
+    (about 11 bytes per character of English at once), a piece's worth instead.
+    """
+    if len(text) <= LONG_TEXT_CHARS:
+        return _tidy(text).strip()
+    return "".join(map(_tidy, whitespace_pieces(text, LONG_TEXT_CHARS))).strip()
 
 
 # Tags whose content is never visible text.

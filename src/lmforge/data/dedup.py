@@ -13,7 +13,12 @@ signatures are bit-identical to ``datasketch.MinHash``; datasketch dropped the o
 (datasketch issue #212), and its uint64 ``%`` measured 11x slower here. Speed comes from
 hashing each distinct word once (blake2b), combining word hashes into shingle hashes with
 NumPy, and permuting many documents at once in cache-sized blocks (benchmarks/RESULTS.md).
-Memory: num_perm * 4 bytes of signature per document, plus one batch of shingles.
+Memory: num_perm * 4 bytes of signature per document, plus one batch of shingles. A
+document longer than ``LONG_DOC_CHARS`` is shingled and MinHashed in pieces of
+``LONG_DOC_UNITS`` units (overlapping by ngram - 1, so every shingle is seen once; the
+signature is the minimum over pieces, identical to the one-piece result): its cost is a few
+copies of its text, not ~100 bytes per character of Python objects and a (perms x shingles)
+block (a 15 MB Chinese line took 1.4 GB).
 """
 
 from __future__ import annotations
@@ -24,15 +29,20 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from typing import Literal
 
 import numpy as np
+
+from lmforge.data.clean import LONG_TEXT_CHARS, whitespace_pieces
 
 ShingleUnit = Literal["auto", "word", "char"]
 
 BATCH_DOCS = 2_000  # documents shingled at once, at most; bounds the memory of a batch's
 BATCH_CHARS = 8_000_000  # shingles together with this (~60 MB of Python ints for English)
 MAX_CACHED_UNITS = 2_000_000  # distinct words whose hash is kept; the cache restarts beyond
+LONG_DOC_CHARS = 1 << 18  # longer documents are MinHashed alone, piece by piece
+LONG_DOC_UNITS = 1 << 18  # words/characters per piece: a (32 x 256k) uint32 block is 32 MiB
 MAX_BUCKET = 128  # an LSH bucket bigger than this compares each member with its next 127 only
 _BLOCK_SHINGLES = 1 << 15  # shingles per permutation block: 32 perms x 32k x 4 B = 4 MiB, in cache
 _BLOCK_PERMS = 32
@@ -54,7 +64,10 @@ _FMIX64 = (
 # Han ideographs (incl. extensions and compatibility) and Japanese kana: scripts written
 # without spaces between words, where character shingles work and word shingles do not.
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
-_LETTER = re.compile(r"[^\W\d_]")
+_CJK_RUN = re.compile(_CJK.pattern + "+")
+_LETTER_RUN = re.compile(r"[^\W\d_]+")
+_WHITESPACE = re.compile(r"\s+")  # the characters str.split() splits at (Py_UNICODE_ISSPACE)
+_NON_SPACE = re.compile(rb"[^ ]+")  # a word in _WORD_TABLE-translated bytes
 # bytes.translate table: ASCII letters lowercased, digits and "_" kept, other ASCII -> space,
 # non-ASCII bytes kept (so "£10m" or "don’t" stay one token). Same as \w+ on ASCII text.
 _WORD_TABLE = bytes(
@@ -64,8 +77,16 @@ _WORD_TABLE = bytes(
 
 
 def normalize_for_hash(text: str) -> str:
-    """NFKC, casefold and collapse whitespace, so exact dedup ignores case and spacing."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    """NFKC, casefold and collapse whitespace, so exact dedup ignores case and spacing.
+
+    Equal to ``" ".join(t.split())``, piece by piece for a long text: without a string object
+    per word held at once (about 12 bytes per character of English).
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    if len(folded) <= LONG_TEXT_CHARS:
+        return " ".join(folded.split())
+    pieces = whitespace_pieces(folded, LONG_TEXT_CHARS)
+    return "".join(_WHITESPACE.sub(" ", p) for p in pieces).strip()
 
 
 def _digest(data: bytes, size: int) -> bytes:
@@ -84,22 +105,47 @@ def exact_dedup(texts: list[str]) -> list[int]:
     return keep
 
 
+def _count_chars(runs: re.Pattern[str], text: str) -> int:
+    """Characters matched by ``runs`` (a ``[...]+`` pattern), without a string per match."""
+    return sum(m.end() - m.start() for m in runs.finditer(text))
+
+
 def is_cjk_text(text: str) -> bool:
     """True when most letters are Han ideographs or kana (Chinese, Japanese)."""
     if text.isascii() or _CJK.search(text) is None:  # isascii() is O(1) in CPython
         return False
-    return 2 * len(_CJK.findall(text)) > len(_LETTER.findall(text))
+    return 2 * _count_chars(_CJK_RUN, text) > _count_chars(_LETTER_RUN, text)
+
+
+def _word_bytes(text: str) -> bytes:
+    """The text as bytes in which the words are the runs of non-space bytes."""
+    if not text.isascii():  # ASCII text is lowercased by the translate table
+        text = unicodedata.normalize("NFKC", text).casefold()
+    return text.encode("utf-8", "surrogatepass").translate(_WORD_TABLE)
 
 
 def word_tokens(text: str) -> list[bytes]:
     """The words word shingles are built from: casefolded, split at ASCII non-word characters."""
-    if not text.isascii():  # ASCII text is lowercased by the translate table
-        text = unicodedata.normalize("NFKC", text).casefold()
-    return text.encode("utf-8", "surrogatepass").translate(_WORD_TABLE).split()
+    return _word_bytes(text).split()
 
 
 def _char_units(text: str) -> str:
     return "".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _uses_chars(text: str, shingle: ShingleUnit) -> bool:
+    return shingle == "char" or (shingle == "auto" and is_cjk_text(text))
+
+
+def _unit_stream(text: str, shingle: ShingleUnit) -> Iterator[bytes | str]:
+    """``word_tokens`` or ``_char_units`` of ``text`` one by one: a long document's units
+    without a Python object per unit held at once."""
+    if not _uses_chars(text, shingle):
+        yield from (m.group() for m in _NON_SPACE.finditer(_word_bytes(text)))
+        return
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    for start in range(0, len(folded), LONG_DOC_UNITS):  # whitespace removal is per character
+        yield from "".join(folded[start : start + LONG_DOC_UNITS].split())
 
 
 class _UnitHasher(dict):
@@ -128,6 +174,15 @@ def _unit_multipliers(ngram: int) -> np.ndarray:
     return np.random.default_rng(0x5EED).integers(0, 2**63, ngram, dtype=np.uint64) * 2 + 1
 
 
+def _combine(hv: np.ndarray, ngram: int) -> np.ndarray:
+    """One value per run of ``ngram`` consecutive unit hashes (shingle hashes before fmix64)."""
+    n_starts = max(len(hv) - ngram + 1, 0)
+    combined = np.zeros(n_starts, dtype=np.uint64)
+    for k, m in enumerate(_unit_multipliers(ngram)):
+        combined += hv[k : k + n_starts] * m
+    return combined
+
+
 def _batch_shingles(
     texts: list[str], shingle: ShingleUnit, ngram: int, units: _UnitHasher
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -136,19 +191,15 @@ def _batch_shingles(
     lengths: list[int] = []
     short: dict[int, int] = {}  # document -> hash of its whole text (fewer than ngram units)
     for i, text in enumerate(texts):
-        use_chars = shingle == "char" or (shingle == "auto" and is_cjk_text(text))
-        doc = _char_units(text) if use_chars else word_tokens(text)
+        doc = _char_units(text) if _uses_chars(text, shingle) else word_tokens(text)
         if len(doc) >= ngram:
             hashes += map(units.__getitem__, doc)
             lengths.append(len(doc))
         else:
             whole = doc.encode("utf-8", "surrogatepass") if isinstance(doc, str) else b" ".join(doc)
             short[i] = int.from_bytes(_digest(b"short:" + whole, 8), "little")
-    hv = np.array(hashes, dtype=np.uint64)
-    n_starts = max(len(hv) - ngram + 1, 0)
-    combined = np.zeros(n_starts, dtype=np.uint64)
-    for k, m in enumerate(_unit_multipliers(ngram)):
-        combined += hv[k : k + n_starts] * m
+    combined = _combine(np.array(hashes, dtype=np.uint64), ngram)
+    n_starts = len(combined)
     # Drop the ngram - 1 last starts of each document: those shingles run into the next one.
     ends = np.cumsum(np.array(lengths, dtype=np.int64))
     crossing = (ends[:, None] - np.arange(1, ngram)[None, :]).ravel()
@@ -205,6 +256,28 @@ def _signatures(hashes: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.nda
             out[p : p + _BLOCK_PERMS, first:last] = np.minimum.reduceat(block, offsets, axis=1)
         first = last
     return out.T
+
+
+def _long_signature(
+    text: str, shingle: ShingleUnit, ngram: int, units: _UnitHasher, a: np.ndarray, b: np.ndarray
+) -> np.ndarray | None:
+    """MinHash of one long document, (num_perm,), piece by piece; None when it has fewer than
+    ``ngram`` units (its one shingle is the hash of the whole text, as ``_batch_shingles``)."""
+    stream = _unit_stream(text, shingle)
+    sig = np.full(len(a), np.iinfo(np.uint32).max, dtype=np.uint32)
+    tail = np.empty(0, dtype=np.uint64)  # the last ngram - 1 unit hashes of the previous piece
+    seen = 0
+    while piece := list(islice(stream, LONG_DOC_UNITS)):
+        if len(units) > MAX_CACHED_UNITS:
+            units.clear()
+        hv = np.concatenate([tail, np.fromiter(map(units.__getitem__, piece), np.uint64)])
+        seen += len(piece)
+        shingles = _fmix64(_combine(hv, ngram))
+        if len(shingles):
+            counts = np.array([len(shingles)], dtype=np.int64)
+            sig = np.minimum(sig, _signatures(shingles, counts, a, b)[0])
+        tail = hv[max(len(hv) - (ngram - 1), 0) :]
+    return sig if seen >= ngram else None
 
 
 def minhash_signatures(shingle_sets: list[np.ndarray], num_perm: int, seed: int) -> np.ndarray:
@@ -284,9 +357,16 @@ def _verified_pairs(sig: np.ndarray, bands: int, rows: int, threshold: float) ->
 
 
 def _batches(texts: list[str]) -> Iterator[tuple[int, int]]:
-    """(start, end) of consecutive batches of at most BATCH_DOCS documents or ~BATCH_CHARS."""
+    """(start, end) of consecutive batches of at most BATCH_DOCS documents or ~BATCH_CHARS;
+    a document longer than LONG_DOC_CHARS is a batch of its own."""
     start = chars = 0
     for i, text in enumerate(texts):
+        if len(text) > LONG_DOC_CHARS:
+            if start < i:
+                yield start, i
+            yield i, i + 1
+            start, chars = i + 1, 0
+            continue
         chars += len(text)
         if i + 1 - start == BATCH_DOCS or chars >= BATCH_CHARS:
             yield start, i + 1
@@ -328,9 +408,15 @@ def near_duplicate_pairs(
     for start, end in _batches(texts):
         if len(units) > MAX_CACHED_UNITS:
             units.clear()  # hashes are deterministic, so this only costs recomputation
-        sig[start:end] = _signatures(
-            *_batch_shingles(texts[start:end], shingle, ngram, units), a, b
-        )
+        long = None
+        if len(texts[start]) > LONG_DOC_CHARS:  # alone in its batch
+            long = _long_signature(texts[start], shingle, ngram, units, a, b)
+        if long is not None:
+            sig[start] = long
+        else:
+            sig[start:end] = _signatures(
+                *_batch_shingles(texts[start:end], shingle, ngram, units), a, b
+            )
         if progress is not None:
             progress(end - start)
     return _verified_pairs(sig, bands, rows, threshold)

@@ -19,9 +19,9 @@ from lmforge.data.config import GopherConfig
 
 Language = Literal["zh", "en", "other"]
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
-_KANA_HANGUL = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uac00-\ud7af\u1100-\u11ff]")
-_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
+_KANA_HANGUL = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uac00-\ud7af\u1100-\u11ff]+")
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]+")
 _ASCII_WORD = re.compile(r"[a-z]+")
 # Frequent English function words that are not words in the other common Latin-script
 # languages (no "a", "in", "on", "die", ...), so French or German text does not pass as English.
@@ -30,14 +30,20 @@ _EN_STOPWORDS |= {"are", "be", "have", "it", "from", "by", "not", "were", "which
 _SHORT_TEXT_WORDS = 10  # below this many words, too few stopwords to judge; fall back to ASCII
 
 
+def _count_chars(runs: re.Pattern[str], text: str) -> int:
+    """Characters matched by ``runs`` (a ``[...]+`` pattern), without a string per match
+    (``findall`` on a 50 MB Chinese line holds 50 M one-character strings: 4 GB)."""
+    return sum(m.end() - m.start() for m in runs.finditer(text))
+
+
 def _letter_counts(text: str) -> tuple[int, int, int, int]:
     """(letters, Han ideographs, kana + hangul, Latin letters)."""
     letters = sum(c.isalpha() for c in text)
     return (
         letters,
-        len(_HAN.findall(text)),
-        len(_KANA_HANGUL.findall(text)),
-        len(_LATIN.findall(text)),
+        _count_chars(_HAN, text),
+        _count_chars(_KANA_HANGUL, text),
+        _count_chars(_LATIN, text),
     )
 
 
@@ -57,11 +63,13 @@ def detect_language(text: str) -> Language:
         return "zh"
     if latin < 0.8 * letters:
         return "other"
-    words = _ASCII_WORD.findall(text.lower())
-    hits = sum(w in _EN_STOPWORDS for w in words)
-    if hits >= max(2, 0.05 * len(words)):
+    words = hits = 0
+    for m in _ASCII_WORD.finditer(text.lower()):  # one word at a time: no list of them all
+        words += 1
+        hits += m.group() in _EN_STOPWORDS
+    if hits >= max(2, 0.05 * words):
         return "en"
-    if len(words) < _SHORT_TEXT_WORDS and all(c.isascii() for c in text if c.isalpha()):
+    if words < _SHORT_TEXT_WORDS and all(c.isascii() for c in text if c.isalpha()):
         return "en"
     return "other"
 
@@ -72,6 +80,7 @@ def language_reason(text: str, languages: list[str]) -> str | None:
     return None if lang in languages else f"language '{lang}' not in {languages}"
 
 
+_TOKEN = re.compile(r"\S+")  # a whitespace-separated token, as str.split() gives them
 _BULLETS = ("•", "‣", "◦", "▪", "●", "○", "■", "□", "·", "*", "-", "–")
 _ELLIPSES = ("...", "…")
 # One unit per CJK character, else one per run of other non-space characters.
@@ -127,6 +136,14 @@ def _dup_ngram_frac(units: list[str], n: int) -> float:
     return sum(len(u) for u, c in zip(units, covered, strict=True) if c) / total
 
 
+def _word_count_reason(n_words: int, cfg: GopherConfig) -> str | None:
+    if n_words < cfg.min_words:
+        return f"too_few_words ({n_words} < {cfg.min_words})"
+    if n_words > cfg.max_words:
+        return f"too_many_words ({n_words} > {cfg.max_words})"
+    return None
+
+
 def gopher_reason(text: str, cfg: GopherConfig) -> str | None:
     """The first Gopher rule ``text`` fails, or None: the rule's name, then the measured value
     against the limit, as ``"too_few_words (12 < 50)"`` or ``"dup_line_frac 0.45 > 0.3"``.
@@ -137,10 +154,21 @@ def gopher_reason(text: str, cfg: GopherConfig) -> str | None:
     whitespace-separated tokens with a letter or digit (Chinese: one per two such characters).
     """
     cjk = _is_cjk_text(text)
+    # The word count first, without per-word lists when the text could exceed max_words
+    # (a word takes at least 2 characters with its separator): a document too long to keep
+    # is rejected in memory independent of its length, and the lists below hold at most
+    # max_words words.
+    if cjk:
+        n_words = sum(c.isalnum() for c in text) // 2
+    elif (len(text) + 1) // 2 > cfg.max_words:
+        n_words = sum(_has_word_char(m.group()) for m in _TOKEN.finditer(text))
+    else:
+        n_words = None  # counted from the word list below
+    if n_words is not None and (reason := _word_count_reason(n_words, cfg)):
+        return reason
     if cjk:
         # Punctuation-only runs stay out, as whitespace splitting attaches them to a word.
         units = [u.lower() for u in _CJK_UNIT.findall(text) if _has_word_char(u)]
-        n_words = sum(c.isalnum() for c in text) // 2
         alpha_frac = sum(any(c.isalpha() for c in u) for u in units) / max(len(units), 1)
     else:
         tokens = text.split()
@@ -148,11 +176,8 @@ def gopher_reason(text: str, cfg: GopherConfig) -> str | None:
         n_words = len(words)
         units = [u for u in map(_strip_punct, words) if u]
         alpha_frac = sum(any(c.isalpha() for c in t) for t in tokens) / max(len(tokens), 1)
-
-    if n_words < cfg.min_words:
-        return f"too_few_words ({n_words} < {cfg.min_words})"
-    if n_words > cfg.max_words:
-        return f"too_many_words ({n_words} > {cfg.max_words})"
+        if reason := _word_count_reason(n_words, cfg):
+            return reason
     if not n_words:
         return None  # min_words=0 and nothing to measure
     if not cjk:
