@@ -175,12 +175,7 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
     if getattr(info, "labels", None) is not None:
         metrics["labels"] = info.labels
     if task.baseline is not None:
-        base = task.baseline(splits, info)
-        if base is not None:
-            metrics["baseline"] = base
-            key = task.main_metric
-            if key in run.scores and key in base:
-                metrics[f"{key}_vs_baseline"] = run.scores[key] / max(base[key], 1e-9)
+        metrics.update(baseline_metrics(task, splits, info, run.scores))
     if cfg.merge and METHODS.get(cfg.method).uses_peft:
         merged = merge_adapter(run.model, run.encoded["test"], out / "merged", processor)
         metrics["merge_max_abs_diff"] = merged
@@ -189,6 +184,33 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
         "finetune", {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     )
     return StageResult(metrics=metrics, artifacts=artifacts)
+
+
+def baseline_metrics(
+    task: Task, splits: Splits, info: Any, scores: dict[str, Any]
+) -> dict[str, Any]:
+    """The classic baseline's test metrics and the model's ratio to them. A baseline is third-
+    party code (scikit-learn, snownlp, crfsuite) fitted on the user's data and may fail where
+    the model trained (TF-IDF's "no terms remain" on mis-decoded text): that costs the baseline,
+    recorded as ``baseline.error``, never the trained model."""
+    assert task.baseline is not None
+    try:
+        base = task.baseline(splits, info)
+    except Exception as e:  # noqa: BLE001 - any failure of the optional baseline, see above
+        logger.warning(
+            "finetune: the %s baseline failed (%s: %s); the fine-tuned model is kept",
+            task.name,
+            type(e).__name__,
+            e,
+        )
+        return {"baseline": {"error": f"{type(e).__name__}: {e}"}}
+    if base is None:
+        return {}
+    out: dict[str, Any] = {"baseline": base}
+    key = task.main_metric
+    if key in scores and key in base:
+        out[f"{key}_vs_baseline"] = scores[key] / max(base[key], 1e-9)
+    return out
 
 
 def merge_adapter(model: Any, test: Encoded, dest: Path, processor: Any) -> float:
