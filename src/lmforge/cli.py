@@ -241,17 +241,35 @@ def generate(
 def evaluate(
     model_dir: Annotated[
         Path,
-        typer.Argument(help="A saved model (RUN/finetune/merged, a full model, or an adapter)."),
+        typer.Argument(
+            help="A saved model: RUN/finetune/model (adapter or full), RUN/finetune/merged, or "
+            "any transformers model directory."
+        ),
     ],
-    task: Annotated[str, typer.Option("--task", help="The model's task, e.g. classification.")],
     data: Annotated[Path, typer.Option("--data", help="Test file (csv/jsonl/parquet).")],
-    text_column: Annotated[str, typer.Option("--text-column")] = "text",
-    label_column: Annotated[str, typer.Option("--label-column")] = "label",
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task", help="The model's task; default: from its lmforge.json (must agree)."
+        ),
+    ] = None,
+    text_column: Annotated[
+        str | None, typer.Option("--text-column", help="Default: as trained, else 'text'.")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option("--label-column", help="Default: as trained, else 'label'.")
+    ] = None,
     question_column: Annotated[
-        str, typer.Option("--question-column", help="Extractive QA only.")
-    ] = "question",
-    max_length: Annotated[int, typer.Option("--max-length", min=1)] = 128,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+        str | None,
+        typer.Option("--question-column", help="Extractive QA only; default: as trained."),
+    ] = None,
+    max_length: Annotated[
+        int | None,
+        typer.Option("--max-length", min=1, help="Default: as trained, else 128."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Default: as trained, else 16.")
+    ] = None,
     max_examples: Annotated[int | None, typer.Option("--max-examples", min=1)] = None,
     out: Annotated[
         Path | None,
@@ -260,6 +278,14 @@ def evaluate(
     profile: Annotated[
         bool, typer.Option("--profile/--no-profile", help="Measure latency and peak RSS.")
     ] = True,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Run the Python code the model directory names in config.json (auto_map); "
+            "only for code you have read and trust.",
+        ),
+    ] = False,
 ) -> None:
     """Score a saved model on a test file; size, latency (batch 1 and 32) and peak RSS."""
     from lmforge.evaluate.cli import evaluate_command
@@ -274,6 +300,7 @@ def evaluate(
         max_examples=max_examples,
         out=out,
         profile=profile,
+        trust_remote_code=trust_remote_code,
     )
     for key, value in summary["metrics"].items():
         if isinstance(value, int | float):

@@ -6,7 +6,6 @@ as a server would, so the numbers do not include the training run's memory or wa
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -25,23 +24,18 @@ def dir_megabytes(path: Path) -> float:
 
 
 def adapter_base(path: Path) -> Path | None:
-    """The base model directory of a peft adapter directory; None for a plain model."""
-    config = Path(path) / "adapter_config.json"
-    if not config.exists():
-        return None
-    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if not base or not (Path(base) / "config.json").exists():
-        raise LmforgeError(
-            f"{path} is a peft adapter whose base model {base!r} is not a local directory; "
-            "evaluate the merged model instead (finetune.merge: true)"
-        )
-    return Path(base)
+    """The base model directory of a peft adapter directory (from its lmforge.json, else peft's
+    adapter_config.json); None for a plain model."""
+    from lmforge.tasks.artifact import inspect_artifact
+
+    return inspect_artifact(path).base
 
 
 def load_for_eval(
     task: Any, path: Path, info: Any, *, trust_remote_code: bool = False
 ) -> tuple[Any, Any, int]:
-    """(model in eval mode, processor, trainable-parameter count) from a model or adapter dir.
+    """(model in eval mode, processor, trainable-parameter count) from a model or adapter dir,
+    through ``load_artifact``.
 
     A model directory must hold every weight its task head needs: one without (a masked-LM or
     bare encoder scored as a classifier) is refused rather than scored with a random head.
@@ -49,22 +43,14 @@ def load_for_eval(
     carries the head it trained); the trainable count is then the adapter's (the parameters
     fine-tuning changed). ``trust_remote_code`` runs the directory's own modeling code: only
     ever the user's explicit choice (``--trust-remote-code``)."""
-    base = adapter_base(path)
-    if base is None:
-        model = task.load_model(
-            path, info, trust_remote_code=trust_remote_code, for_inference=True
-        )
-        processor = task.load_processor(path)
-        trainable = sum(p.numel() for p in model.parameters())
-    else:
-        from peft import PeftModel
+    from lmforge.tasks.artifact import load_artifact
 
-        body = task.load_model(base, info, trust_remote_code=trust_remote_code)
-        model = PeftModel.from_pretrained(body, path, is_trainable=True)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        processor = task.load_processor(path if (path / "tokenizer_config.json").exists() else base)
-    model.eval()
-    return model, processor, trainable
+    art = load_artifact(
+        path, task=task.name, info=info, trainable=True, trust_remote_code=trust_remote_code
+    )
+    params = art.model.parameters()
+    trainable = sum(p.numel() for p in params if art.base is None or p.requires_grad)
+    return art.model, art.processor, trainable
 
 
 def forward_latency(

@@ -1,8 +1,10 @@
 """The evaluate stage and ``lmforge evaluate``: a saved model scored on test data, plus what
 serving it costs (parameters, size on disk, latency at batch 1 and 32, peak RSS).
 
-The model is loaded back from disk in plain transformers/peft, so the numbers are those of the
-artefact a user ships, not of the object left in memory by training.
+The model is loaded back from disk in plain transformers/peft (``load_artifact``), so the
+numbers are those of the artefact a user ships, not of the object left in memory by training.
+Its task, label space and prediction settings come from its manifest (``lmforge.json``), not
+from re-reading the training data.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lmforge.core.errors import DataError
+from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.core.stage import StageContext, StageResult, StageSpec
 from lmforge.data.document import Document
 from lmforge.evaluate.config import EvaluateConfig
 from lmforge.finetune.config import FinetuneConfig
+
+if TYPE_CHECKING:
+    from lmforge.tasks.artifact import ArtifactFiles
 
 
 def align_labels(info: Any, model_dir: Path) -> Any:
@@ -51,33 +56,70 @@ def _batches(task: Any, enc: Any, sizes: list[int]) -> dict[int, dict[str, Any]]
     return out
 
 
+# the finetune settings a task's encode/predict read (method: prompt tuning's virtual tokens)
+SCORING_FIELDS = (
+    "method",
+    "method_config",
+    "max_length",
+    "batch_size",
+    "doc_stride",
+    "generation_max_tokens",
+)
+
+
+def scoring_config(
+    files: ArtifactFiles,
+    recipe: FinetuneConfig | None = None,
+    *,
+    trust_remote_code: bool = False,
+    **overrides: Any,
+) -> FinetuneConfig:
+    """How the task encodes and predicts for this model: what its manifest recorded (method,
+    max length, generation limits), else ``recipe``'s, then the non-None ``overrides``.
+
+    Raises:
+        LmforgeError: a value the finetune schema rejects, naming the field.
+    """
+    from pydantic import ValidationError
+
+    assert files.task is not None
+    values = recipe.model_dump(include=set(SCORING_FIELDS)) if recipe is not None else {}
+    if files.manifest is not None:
+        m = files.manifest
+        recorded = {**m.settings, "method": m.method, "max_length": m.max_length}
+        values.update({k: v for k, v in recorded.items() if k in SCORING_FIELDS and v is not None})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    # load_artifact loads the model; model.path only has to name a loadable directory
+    model = {"path": str(files.base or files.path), "trust_remote_code": trust_remote_code}
+    try:
+        return FinetuneConfig(task=files.task.name, model=model, **values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise LmforgeError(f"evaluate: {where}: {first['msg']}") from None
+
+
 def evaluate_model(
-    task_name: str,
-    path: Path,
+    files: ArtifactFiles,
     docs: list[Document],
-    info: Any,
     fcfg: FinetuneConfig,
     ecfg: EvaluateConfig,
     out: Path,
     title: str,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Score ``path`` on ``docs`` and profile it; writes predictions and plots into ``out``."""
-    from lmforge.evaluate.profile import (
-        adapter_base,
-        dir_megabytes,
-        load_for_eval,
-        profile_in_fresh_process,
-    )
-    from lmforge.tasks import TASKS
+    """Score the saved model ``files`` on ``docs`` and profile it; writes predictions and plots
+    into ``out``. ``fcfg`` is how to encode and predict (``scoring_config``)."""
+    from lmforge.evaluate.profile import dir_megabytes, load_for_eval, profile_in_fresh_process
     from lmforge.tasks.data import write_predictions
 
-    task = TASKS.get(task_name)
+    task, info, path = files.task, files.info, files.path
+    assert task is not None
     if ecfg.max_examples:
         docs = docs[: ecfg.max_examples]
     if not docs:
         raise DataError("evaluate: no test examples")
-    info = align_labels(info, path)
-    model, processor, trainable = load_for_eval(task, path, info)
+    trust = fcfg.model.trust_remote_code  # the user's explicit flag, never implied
+    model, processor, trainable = load_for_eval(task, path, info, trust_remote_code=trust)
     enc = task.encode(processor, docs, info, fcfg, "test")
     t0 = time.perf_counter()
     predictions = task.predict(model, enc, processor, info, fcfg)
@@ -88,7 +130,6 @@ def evaluate_model(
     artifacts = {"predictions": "predictions.jsonl"}
     if task.report is not None:
         artifacts.update(task.report(scores, info, out, title))
-    base = adapter_base(path)
     metrics: dict[str, Any] = {
         **{k: v for k, v in scores.items() if isinstance(v, int | float)},
         **{k: scores[k] for k in ("per_class", "per_type") if k in scores},
@@ -99,43 +140,55 @@ def evaluate_model(
         "size_mb": dir_megabytes(path),
         "predict_seconds": predict_seconds,
     }
-    if base is not None:
-        metrics["base_size_mb"] = dir_megabytes(base)
+    if files.base is not None:
+        metrics["base_size_mb"] = dir_megabytes(files.base)
     del model
     if ecfg.profile:
         batches = _batches(task, enc, ecfg.latency_batch_sizes)
         metrics.update(
-            profile_in_fresh_process(task_name, path, info, batches, ecfg.latency_repeats)
+            profile_in_fresh_process(
+                task.name, path, info, batches, ecfg.latency_repeats, trust_remote_code=trust
+            )
         )
     return metrics, artifacts
 
 
+def scored_split(fcfg: FinetuneConfig, ctx: StageContext) -> list[Document]:
+    """The split the finetune stage scored: its test split, else its val split (as there)."""
+    from lmforge.tasks.data import load_split
+
+    for split in ("test", "val"):
+        docs = load_split(fcfg, ctx, split)
+        if docs:
+            return docs
+    raise DataError(
+        "evaluate: no test examples; give evaluate.test, finetune.data.test or a data section "
+        "with a test split"
+    )
+
+
 def run_evaluate_stage(ctx: StageContext, out: Path) -> StageResult:
-    from lmforge.data.config import SourceConfig
     from lmforge.data.sources import LoadStats, load_source
     from lmforge.models import resolve_model_ref
     from lmforge.tasks import TASKS
-    from lmforge.tasks.data import load_labelled
+    from lmforge.tasks.artifact import inspect_artifact
+    from lmforge.tasks.data import labelled_source, load_labelled
 
     ecfg, fcfg = ctx.recipe.evaluate, ctx.recipe.finetune
     assert ecfg is not None and fcfg is not None  # the recipe validator requires both
-    task = TASKS.get(fcfg.task)
-    splits = load_labelled(fcfg, ctx)
-    info = task.prepare(splits)  # the fine-tune's own label set, in its order
-    if ecfg.test is not None:
-        src = SourceConfig(
-            path=ecfg.test,
-            text_column=fcfg.data.text_column,
-            label_column=fcfg.data.label_column,
-            question_column=fcfg.data.question_column if fcfg.task == "extractive-qa" else None,
-        )
-        docs = load_source(src, LoadStats())
-    else:
-        docs = splits["test"]
     path = resolve_model_ref(ecfg.model, ctx.root)
+    files = inspect_artifact(path, task=fcfg.task)  # the label space from its lmforge.json
+    if files.info is None:  # a model saved elsewhere: the fine-tune's labels, in its order
+        info = TASKS.get(fcfg.task).prepare(load_labelled(fcfg, ctx))
+        files = dataclasses.replace(files, info=align_labels(info, files.path))
+    if ecfg.test is not None:  # read as finetune.data's files are: its columns and encoding
+        docs = load_source(labelled_source(fcfg, ecfg.test), LoadStats())
+    else:
+        docs = scored_split(fcfg, ctx)
     logger.info("evaluate: %s on %d test examples", path, len(docs))
+    scoring = scoring_config(files, fcfg, trust_remote_code=fcfg.model.trust_remote_code)
     metrics, artifacts = evaluate_model(
-        fcfg.task, path, docs, info, fcfg, ecfg, out, f"{ctx.recipe.name}: evaluate"
+        files, docs, scoring, ecfg, out, f"{ctx.recipe.name}: evaluate"
     )
     metrics["model"] = str(path.relative_to(ctx.root) if path.is_relative_to(ctx.root) else path)
     ctx.metrics.log_dict(

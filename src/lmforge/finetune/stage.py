@@ -5,7 +5,10 @@ Outputs (in the stage directory):
                        ``PeftModel.from_pretrained``) or a full model, plus its tokenizer or
                        image processor
     merged/            with ``merge: true``: adapter merged into a plain transformers model
-    base/              a PEFT method on a from-scratch preset: the initial model it adapts
+    base/              a PEFT method on a preset or for a labelled task: the initial model it
+                       adapts, task head and labels included (the adapter's base)
+    lmforge.json       in model/, merged/ and base/: the manifest ``load_artifact`` reads (task,
+                       label space, columns, method; an adapter's base relative to the run)
     predictions.jsonl  test-split predictions next to their references
     *.png              the task's plots (classification: confusion.png)
 """
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmforge.core.errors import LmforgeError
 from lmforge.core.log import logger
+from lmforge.core.manifest import Kind, Manifest, write_manifest
 from lmforge.core.stage import StageContext, StageResult, StageSpec
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.tasks.data import load_labelled, write_predictions
@@ -139,21 +143,27 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
     info = task.prepare(splits)
     torch.manual_seed(ctx.recipe.seed)
     model, processor = starting_model(task, cfg, ctx, info)
-    adapter_on_preset = cfg.model.preset is not None and METHODS.get(cfg.method).uses_peft
-    if adapter_on_preset:  # the adapter's base exists nowhere else: keep it next to it
-        model.save_pretrained(out / "base")
-        processor.save_pretrained(out / "base")
+    uses_peft = METHODS.get(cfg.method).uses_peft
+    keep_base = uses_peft and (cfg.model.preset is not None or hasattr(info, "labels"))
+    if keep_base:
+        save_artifact(out / "base", model, processor, manifest(cfg, info, "base"))
     run = train_and_test(task, cfg, splits, info, model, processor, ctx.recipe.seed)
     for record in run.history:
         ctx.metrics.log_dict(
             "finetune", {k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"]
         )
 
-    if adapter_on_preset:  # where the base will be once this stage directory is in place
+    base_ref = None
+    if uses_peft:
+        base_ref, base_dir = adapter_base(cfg, ctx, keep_base)
         for peft_config in run.model.peft_config.values():
-            peft_config.base_model_name_or_path = str((ctx.root / "finetune" / "base").resolve())
-    run.model.save_pretrained(out / "model")
-    processor.save_pretrained(out / "model")
+            # peft reads the base's config while saving (has the vocabulary grown?): point at a
+            # directory that exists now; point_adapter_at sets the final path after saving
+            peft_config.base_model_name_or_path = str(out / "base" if keep_base else base_dir)
+    kind: Kind = "adapter" if uses_peft else "full"
+    save_artifact(out / "model", run.model, processor, manifest(cfg, info, kind, base_ref))
+    if uses_peft:
+        point_adapter_at(out / "model", base_dir)
     write_predictions(
         out / "predictions.jsonl", splits["test"], run.encoded["test"], run.predictions
     )
@@ -176,14 +186,81 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
         metrics["labels"] = info.labels
     if task.baseline is not None:
         metrics.update(baseline_metrics(task, splits, info, run.scores))
-    if cfg.merge and METHODS.get(cfg.method).uses_peft:
+    if cfg.merge and uses_peft:
         merged = merge_adapter(run.model, run.encoded["test"], out / "merged", processor)
+        write_manifest(out / "merged", manifest(cfg, info, "merged"))
         metrics["merge_max_abs_diff"] = merged
         artifacts["merged"] = "merged"
     ctx.metrics.log_dict(
         "finetune", {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     )
     return StageResult(metrics=metrics, artifacts=artifacts)
+
+
+def manifest(cfg: FinetuneConfig, info: Any, kind: Kind, base: str | None = None) -> Manifest:
+    """The ``lmforge.json`` of ``finetune/<kind dir>``: everything a later stage or command
+    needs to load and score the model without this recipe or its training data."""
+    from lmforge.tasks.artifact import info_to_json
+
+    return Manifest(
+        kind=kind,
+        location=f"finetune/{'model' if kind in ('adapter', 'full') else kind}",
+        base=base,
+        task=cfg.task,
+        method=cfg.method,
+        info=info_to_json(info),
+        columns={
+            "text": cfg.data.text_column,
+            "label": cfg.data.label_column,
+            "question": cfg.data.question_column,
+        },
+        max_length=cfg.max_length,
+        settings=cfg.model_dump(
+            mode="json",
+            include={"method_config", "batch_size", "doc_stride", "generation_max_tokens"},
+        ),
+    )
+
+
+def save_artifact(dest: Path, model: Any, processor: Any, manifest: Manifest) -> None:
+    """A model directory that loads in plain transformers/peft, plus its manifest."""
+    model.save_pretrained(dest)
+    processor.save_pretrained(dest)
+    write_manifest(dest, manifest)
+
+
+def point_adapter_at(adapter: Path, base: Path) -> None:
+    """Set the saved adapter's ``base_model_name_or_path``: plain peft
+    (``AutoPeftModelFor*.from_pretrained(adapter)``) loads the base from there, relative to the
+    current directory, so it is absolute and works in place from anywhere; ``load_artifact``
+    reads the manifest's run-relative ``base`` instead, which survives moving the run."""
+    import json
+
+    from lmforge.core.atomic import write_json_atomic
+
+    config = adapter / "adapter_config.json"
+    raw = json.loads(config.read_text(encoding="utf-8"))
+    raw["base_model_name_or_path"] = str(base)
+    write_json_atomic(config, raw)
+
+
+def adapter_base(cfg: FinetuneConfig, ctx: StageContext, kept: bool) -> tuple[str, Path]:
+    """(the manifest's reference to the adapter's base, its absolute directory).
+
+    The base is ``finetune/base`` when this stage keeps one: always for a preset (it exists
+    nowhere else) and for a task with labels - plain peft builds the head from the base's
+    config.json, which must then hold the label names and count (a bare encoder's would give a
+    2-way head that the adapter's 3-way head does not fit), and the initial weights of a head
+    or pooler the starting checkpoint lacks are kept rather than drawn afresh at each load.
+    Otherwise it is the starting model: this run's pretrain/model, a built-in, or a directory.
+    """
+    from lmforge.tasks.artifact import base_reference
+
+    if kept:
+        return "finetune/base", (ctx.root / "finetune" / "base").resolve()
+    assert cfg.model.path is not None  # a preset always keeps its base
+    path = model_dir(cfg, ctx).resolve()
+    return base_reference(cfg.model.path, path, ctx.root), path
 
 
 def baseline_metrics(

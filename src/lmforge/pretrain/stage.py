@@ -1,7 +1,8 @@
 """Entry point of the pretrain stage: tokenizer + text -> blocks -> model -> train -> save.
 
 Outputs (in the stage directory):
-    model/           config + model.safetensors + tokenizer, loadable with plain transformers
+    model/           config + model.safetensors + tokenizer, loadable with plain transformers,
+                     and lmforge.json (kind "pretrained", the objective and block size)
     checkpoints/     the last ``keep_checkpoints`` resumable checkpoints
     history.jsonl    one line per step (loss, lr, tokens/s, eval values), across resumes
     loss.png         training and validation loss curves
@@ -17,6 +18,7 @@ from typing import Any
 
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
+from lmforge.core.manifest import Manifest, write_manifest
 from lmforge.core.stage import StageContext, StageResult, StageSpec
 from lmforge.pretrain.config import PretrainConfig
 
@@ -211,6 +213,15 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
     if ctx.dist.is_main:
         model.save_pretrained(work / "model")  # safetensors
         tokenizer.save_pretrained(work / "model")
+        write_manifest(
+            work / "model",
+            Manifest(
+                kind="pretrained",
+                location="pretrain/model",
+                objective=cfg.objective,
+                max_length=cfg.block_size,
+            ),
+        )
         plot_loss(
             result.history, work / "loss.png", f"{ctx.recipe.name}: {cfg.objective} pretraining"
         )

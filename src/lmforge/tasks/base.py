@@ -78,7 +78,8 @@ class Task:
     # peft TaskType name: SEQ_CLS, TOKEN_CLS, QUESTION_ANS, CAUSAL_LM, SEQ_2_SEQ_LM, or
     # IMAGE_CLS for heads peft has no type for (see finetune.methods.peft_task_type)
     peft_task: str
-    # (splits) -> task info (labels, ...); raises DataError naming rows and fields
+    # (splits) -> task info (labels, ...); raises DataError naming rows and fields. Annotate
+    # its return type: that dataclass is the label space a model's lmforge.json stores as JSON
     prepare: Callable[[Splits], Any]
     # (model_dir, info, *, trust_remote_code=False, for_inference=False) -> model with this
     # task's head (tasks.heads.load_head); LmforgeError if the architecture cannot
