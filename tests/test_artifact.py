@@ -123,3 +123,32 @@ def test_a_moved_run_evaluates_without_task_or_columns(three_topics, tmp_path, c
     shutil.copytree(moved / "finetune" / "model", lone / "x" / "y")
     with pytest.raises(LmforgeError, match="copy the whole run directory"):
         inspect_artifact(lone / "x" / "y")
+
+
+@pytest.mark.slow
+def test_a_moved_instruction_run_still_generates(tmp_path, capsys):
+    """An instruction adapter on a from-scratch llama-tiny (its base in finetune/base) and the
+    merged model: both generate from a copy of the run, the original gone."""
+    sets = [
+        "data.sources.0.limit=150",
+        "tokenizer.vocab_size=600",
+        "finetune.model={preset: llama-tiny}",
+        "finetune.data.limit=40",
+        "finetune.epochs=1",
+        "finetune.max_length=32",
+        "finetune.generation_max_tokens=8",
+    ]
+    run = tmp_path / "run"
+    args = ["run", "instruct", "--out", str(run), *[a for kv in sets for a in ("--set", kv)]]
+    assert main(args) == 0, capsys.readouterr().err
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    shutil.rmtree(run)
+    capsys.readouterr()
+    for kind in ("model", "merged"):
+        path = str(moved / "finetune" / kind)
+        code = main(["generate", path, "--prompt", "Hello", "--max-new-tokens", "4"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert out.startswith("Hello") and len(out.strip()) > len("Hello")
+    assert read_manifest(moved / "finetune" / "model").base == "finetune/base"

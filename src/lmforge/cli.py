@@ -201,11 +201,20 @@ for _spec in STAGE_LIST:
 @app.command()
 def generate(
     model_dir: Annotated[
-        str, typer.Argument(help="A causal LM directory (e.g. RUN/pretrain/model) or smollm2-135m.")
+        str,
+        typer.Argument(
+            help="A causal LM: RUN/pretrain/model (clm), an instruction fine-tune "
+            "(RUN/finetune/model or merged), a model directory, or smollm2-135m."
+        ),
     ],
     prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = "",
     max_new_tokens: Annotated[
-        int, typer.Option("--max-new-tokens", min=1, help="Tokens to generate.")
+        int,
+        typer.Option(
+            "--max-new-tokens",
+            min=1,
+            help="Tokens to generate (clipped to the room the prompt leaves in the context).",
+        ),
     ] = 100,
     temperature: Annotated[
         float, typer.Option("--temperature", min=0.0, help="0 for greedy decoding.")
@@ -221,7 +230,8 @@ def generate(
         bool, typer.Option("--chat", help="Wrap the prompt in the model's chat template.")
     ] = False,
 ) -> None:
-    """Sample a continuation from a causal language model."""
+    """Sample a continuation from a causal language model (models that cannot generate text,
+    such as masked LMs and classifiers, are refused)."""
     from lmforge.models.generate import generate_text
 
     text = generate_text(
