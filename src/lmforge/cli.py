@@ -437,6 +437,78 @@ def cost(
     _echo(format_json(plan) if json_out else format_plan(plan))
 
 
+@app.command()
+def serve(
+    target: Annotated[
+        Path, typer.Argument(help="A run directory (serves its best model) or a model directory.")
+    ],
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to bind (loopback only by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key-env",
+            help="Environment variable holding the API key; then every route but /health "
+            "needs 'Authorization: Bearer <key>'.",
+        ),
+    ] = None,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", min=1, help="Items per forward pass (1: off).")
+    ] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option("--max-wait-ms", min=0, help="How long a batch waits to fill.")
+    ] = 5.0,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Default: from lmforge.json or config.json.")
+    ] = None,
+    log_inputs: Annotated[
+        bool,
+        typer.Option("--log-inputs", help="Store request inputs (default: only their hash)."),
+    ] = False,
+    feedback_db: Annotated[
+        Path | None,
+        typer.Option("--feedback-db", help="SQLite file (default: RUN/serve/feedback.sqlite)."),
+    ] = None,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1)] = 1_000_000,
+    max_texts: Annotated[
+        int, typer.Option("--max-texts", min=1, help="Texts, images or prompts per request.")
+    ] = 64,
+    max_chars: Annotated[
+        int, typer.Option("--max-chars", min=1, help="Characters per text.")
+    ] = 20_000,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", min=1, help="New tokens per choice, at most.")
+    ] = 512,
+    max_n: Annotated[int, typer.Option("--max-n", min=1, help="Choices per prompt.")] = 8,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds per request (then 504).")
+    ] = 60.0,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help="Run the model directory's own code.")
+    ] = False,
+) -> None:
+    """Serve a model over HTTP: task routes, OpenAI-compatible generation, feedback."""
+    from lmforge.serve.app import Limits, Settings
+    from lmforge.serve.run import api_key_from_env
+    from lmforge.serve.run import serve as run_server
+
+    limits = Limits(max_body_bytes, max_texts, max_chars, max_tokens, max_n, timeout)
+    settings = Settings(
+        api_key_from_env(api_key_env), max_batch_size, max_wait_ms, log_inputs, limits
+    )
+    run_server(
+        target,
+        host=host,
+        port=port,
+        settings=settings,
+        task=task,
+        feedback_db=feedback_db,
+        trust_remote_code=trust_remote_code,
+    )
+
+
 @recipes_app.callback(invoke_without_command=True)
 def recipes_list(ctx: typer.Context) -> None:
     """List built-in recipes with a one-line description."""

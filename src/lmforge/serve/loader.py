@@ -1,0 +1,164 @@
+"""Which artefact ``lmforge serve`` serves, and loading it through ``load_artifact``.
+
+Given a run directory the server serves the best model the run produced, in this order:
+``finetune/merged`` (the adapter folded into plain weights: one model, no peft indirection per
+call), ``finetune/model`` (a whole model, or an adapter on ``finetune/base``), then
+``pretrain/model`` (a causal LM from a ``clm`` pre-training, served for generation). It says
+which on start-up. A model directory is served as it is; one saved outside lmforge (no
+``lmforge.json``) is served for the task its ``config.json`` architecture names, or ``--task``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmforge.core.errors import LmforgeError
+
+RUN_CANDIDATES = ("finetune/merged", "finetune/model", "pretrain/model")
+# config.json architecture suffix -> the task a model saved outside lmforge is served for
+ARCHITECTURE_TASKS = (
+    ("ForSequenceClassification", "classification"),
+    ("ForTokenClassification", "token-classification"),
+    ("ForQuestionAnswering", "extractive-qa"),
+    ("ForImageClassification", "image-classification"),
+    ("ForConditionalGeneration", "translation"),
+    ("ForCausalLM", "instruction"),
+)
+GENERATIVE = ("instruction",)  # tasks whose model continues text (the OpenAI routes)
+
+
+def is_model_dir(path: Path) -> bool:
+    return any((path / f).is_file() for f in ("config.json", "adapter_config.json"))
+
+
+def pick_artifact(path: str | Path) -> tuple[Path, str]:
+    """The model directory to serve for ``path`` and a sentence saying why it was chosen.
+
+    Raises:
+        LmforgeError: ``path`` is neither a model directory nor a run with a saved model.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise LmforgeError(f"{path} is not a directory: pass a run directory or a model directory")
+    if is_model_dir(path):
+        return path, f"serving the model directory {path}"
+    for rel in RUN_CANDIDATES:
+        if is_model_dir(path / rel):
+            skipped = [r for r in RUN_CANDIDATES[: RUN_CANDIDATES.index(rel)]]
+            why = f"serving {rel} of the run {path}"
+            if skipped:
+                why += f" (no {' or '.join(skipped)})"
+            return path / rel, why
+    raise LmforgeError(
+        f"{path} holds no saved model: a run directory needs one of "
+        f"{', '.join(RUN_CANDIDATES)} (run its finetune stage first), or pass a model directory"
+    )
+
+
+def guess_task(directory: Path) -> str | None:
+    """The task a model saved outside lmforge is for, from its config.json architecture."""
+    config = directory / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        names = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError):
+        return None
+    for name in names:
+        for suffix, task in ARCHITECTURE_TASKS:
+            if str(name).endswith(suffix):
+                return task
+    return None
+
+
+def default_info(task: str, model_dir: Path) -> Any:
+    """The label space of a model with no manifest, from its config (``id2label``)."""
+    from lmforge.tasks.classification import LabelInfo
+    from lmforge.tasks.instruction import InstructionInfo
+
+    if task == "instruction":
+        return InstructionInfo("en")
+    if task in ("classification", "image-classification"):
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        labels = config.get("id2label") or {}
+        ordered = [labels[k] for k in sorted(labels, key=lambda k: int(k))]
+        if task == "image-classification":
+            from lmforge.tasks.image_classification import ImageInfo
+
+            return ImageInfo(ordered)
+        return LabelInfo(ordered, config.get("problem_type") == "multi_label_classification")
+    return None
+
+
+@dataclass
+class ServedModel:
+    """A loaded model and everything a route needs to run it."""
+
+    name: str  # the model id clients send (``model`` field) and /v1/models lists
+    path: Path
+    task: str
+    kind: str  # manifest kind: merged, full, adapter, pretrained
+    info: Any  # the task's label space
+    model: Any  # eval mode
+    processor: Any  # tokenizer or image processor
+    cfg: Any  # FinetuneConfig: max_length, batch_size, generation limits, method
+    why: str  # the start-up sentence: what is served and why
+
+    @property
+    def generative(self) -> bool:
+        return self.task in GENERATIVE
+
+    @property
+    def labels(self) -> list[str]:
+        return list(getattr(self.info, "labels", []) or [])
+
+
+def load_served(
+    path: str | Path,
+    *,
+    task: str | None = None,
+    name: str | None = None,
+    trust_remote_code: bool = False,
+) -> ServedModel:
+    """Pick (``pick_artifact``) and load the model to serve, in eval mode on the CPU/GPU found.
+
+    Raises:
+        LmforgeError: no model, a task that disagrees with the manifest, a model of no task.
+    """
+    from lmforge.evaluate.stage import scoring_config
+    from lmforge.tasks.artifact import inspect_artifact, load_artifact
+
+    directory, why = pick_artifact(path)
+    files = inspect_artifact(directory, task=task)
+    chosen = task or (files.task.name if files.task is not None else None)
+    if chosen is None:
+        if files.manifest is not None and files.manifest.kind == "pretrained":
+            chosen = "instruction" if files.manifest.objective == "clm" else None
+        else:
+            chosen = guess_task(directory)
+    if chosen is None:
+        raise LmforgeError(
+            f"{directory} names no task (no lmforge.json task, no architecture lmforge serves); "
+            "pass --task classification|token-classification|extractive-qa|translation|"
+            "image-classification|instruction"
+        )
+    info = files.info if files.info is not None else default_info(chosen, directory)
+    art = load_artifact(directory, task=chosen, info=info, trust_remote_code=trust_remote_code)
+    cfg = scoring_config(art, trust_remote_code=trust_remote_code)
+    model_name = name or (
+        Path(path).name if directory != Path(path) else directory.name
+    )  # the run's name for a run directory
+    return ServedModel(
+        name=model_name,
+        path=directory,
+        task=chosen,
+        kind=art.kind,
+        info=art.info,
+        model=art.model,
+        processor=art.processor,
+        cfg=cfg,
+        why=f"{why}: {chosen} ({art.kind})",
+    )

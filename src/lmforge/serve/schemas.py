@@ -1,0 +1,119 @@
+"""Request bodies of every route, as pydantic models (they are the OpenAPI schema).
+
+Types are strict where a coercion would hide a client's bug (a number where a text belongs is
+a 422, not the text "3"). Size limits that depend on the server's flags (texts per request,
+characters per text, max_tokens, n) are checked in the routes against ``Limits``, so the
+error names the flag to raise.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+
+def _utf8(text: str) -> str:
+    """JSON may carry lone surrogates (``"\\ud800"``); no tokenizer can read them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"character {e.start} is a lone surrogate, not text") from None
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(_utf8)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: Text | None = Field(None, description="The served model's id (optional here).")
+
+
+class TextsRequest(Body):
+    texts: list[Text] = Field(..., description="Texts to label, one result each, in order.")
+
+
+class ClassifyRequest(TextsRequest):
+    top_k: StrictInt | None = Field(None, ge=1, description="Keep the k likeliest labels.")
+
+
+class QARequest(Body):
+    question: Text = Field(..., description="The question.")
+    context: Text = Field(..., description="The text the answer is a span of.")
+
+
+class TranslateRequest(TextsRequest):
+    max_tokens: StrictInt | None = Field(None, ge=1, description="Tokens per translation.")
+
+
+Pixel = StrictInt | float
+Image = list[list[Pixel]] | list[list[list[Pixel]]]
+
+
+class ImageRequest(Body):
+    images: list[Text | Image] = Field(
+        ..., description="Base64 PNG/JPEG files, or rows of grey values or [r, g, b] triples."
+    )
+    top_k: StrictInt | None = Field(None, ge=1, description="Keep the k likeliest labels.")
+
+
+class FeedbackRequest(Body):
+    response_id: Text = Field(..., description="The `id` of the response this is about.")
+    rating: StrictInt | None = Field(None, ge=1, le=5, description="1 (bad) to 5 (good).")
+    correction: Text | list[Text] | None = Field(
+        None, description="The right label (list: labels), answer or reply."
+    )
+    input: Text | None = Field(
+        None, description="The input text (needed by `lmforge improve` without --log-inputs)."
+    )
+    comment: Text | None = Field(None, description="Free text.")
+
+
+# ---------------------------------------------------------------- OpenAI-compatible
+
+
+class GenerationBody(BaseModel):
+    """Fields shared by /v1/completions and /v1/chat/completions (OpenAI's names)."""
+
+    model_config = ConfigDict(extra="ignore")  # the openai client may add fields we ignore
+    model: Text
+    max_tokens: StrictInt | None = Field(None, ge=1, description="New tokens per choice.")
+    temperature: float = Field(1.0, ge=0, le=2, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    n: StrictInt = Field(1, ge=1, description="Choices per prompt.")
+    stop: Text | list[Text] | None = Field(None, description="Up to 4 strings ending a choice.")
+    seed: StrictInt | None = Field(None, description="Same seed, same prompt: same text.")
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    logprobs: Any = Field(None, description="Not supported (must be null/false).")
+
+
+class CompletionRequest(GenerationBody):
+    prompt: Text | list[Text] = Field(..., description="Text(s) to continue.")
+    echo: bool = False
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Text | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        """The message text; content parts other than text are refused by the route."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        return "".join(str(p.get("text", "")) for p in self.content)
+
+
+class ChatRequest(GenerationBody):
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: Text
+    input: Text | list[Text] = Field(..., description="Text(s) to embed.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: StrictInt | None = Field(None, ge=1)
