@@ -296,6 +296,12 @@ def evaluate(
             "only for code you have read and trust.",
         ),
     ] = False,
+    encoding: Annotated[
+        str, typer.Option("--encoding", help="Text encoding of the test file (e.g. gbk).")
+    ] = "utf-8",
+    device: Annotated[
+        str, typer.Option("--device", help="auto (a CUDA GPU if any), cpu or cuda.")
+    ] = "auto",
 ) -> None:
     """Score a saved model on a test file; size, latency (batch 1 and 32) and peak RSS."""
     from lmforge.evaluate.cli import evaluate_command
@@ -311,6 +317,8 @@ def evaluate(
         out=out,
         profile=profile,
         trust_remote_code=trust_remote_code,
+        encoding=encoding,
+        device=device,
     )
     for key, value in summary["metrics"].items():
         if isinstance(value, int | float):

@@ -17,6 +17,24 @@ def select_device(choice: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def stage_device(choice: str, key: str) -> torch.device:
+    """The device a stage runs its model on (``key``: the recipe field, e.g. finetune.device),
+    logged so a user with a GPU sees whether it is used.
+
+    Raises:
+        LmforgeError: ``cuda`` was asked for and no CUDA GPU is available.
+    """
+    from lmforge.core.errors import LmforgeError
+    from lmforge.core.log import logger
+
+    device = select_device(choice)
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise LmforgeError(f"{key}: cuda requested but no CUDA GPU is available")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    logger.info("%s: %s (%s, %s)", key.split(".")[0], device, name, f"{key}={choice}")
+    return device
+
+
 def matmul_peak_flops(
     dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 5
 ) -> float:

@@ -7,7 +7,7 @@ closest valid one, added by ``lmforge.recipe``) instead of a silently ignored se
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
@@ -78,6 +78,8 @@ FractionOC = Annotated[float, AfterValidator(_unit_open_closed)]  # (0, 1]
 FractionCO = Annotated[float, AfterValidator(_unit_closed_open)]  # [0, 1)
 Fraction = Annotated[float, AfterValidator(_unit_closed)]  # [0, 1]
 ExistingPath = Annotated[Path, AfterValidator(_existing_path)]
+# where a stage runs its model: auto picks a CUDA GPU when there is one
+Device = Literal["auto", "cpu", "cuda"]
 PositiveInt = Annotated[int, AfterValidator(_positive)]
 LearningRate = Annotated[float, AfterValidator(_learning_rate)]  # (0, 1]
 Encoding = Annotated[str, AfterValidator(_known_encoding)]  # a codec Python knows

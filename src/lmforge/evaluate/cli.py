@@ -30,6 +30,8 @@ def evaluate_command(
     out: Path | None = None,
     profile: bool = True,
     trust_remote_code: bool = False,
+    encoding: str = "utf-8",
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Score, profile and write ``summary.json``; arguments left None come from the model's
     manifest (else the defaults: columns text/label/question, max length 128, batch 16)."""
@@ -59,9 +61,12 @@ def evaluate_command(
         batch_size=batch_size,
     )
     try:
-        ecfg = EvaluateConfig(model=str(files.path), max_examples=max_examples, profile=profile)
+        ecfg = EvaluateConfig(
+            model=str(files.path), max_examples=max_examples, profile=profile, device=device
+        )
         src = SourceConfig(
             path=data,
+            encoding=encoding,
             text_column=cols["text"],
             label_column=cols["label"],
             question_column=cols["question"] if files.task.name == "extractive-qa" else None,

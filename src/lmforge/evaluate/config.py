@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from lmforge.core.schema import ExistingPath, PositiveInt, StrictModel
+from lmforge.core.schema import Device, ExistingPath, PositiveInt, StrictModel
 
 
 class EvaluateConfig(StrictModel):
@@ -28,6 +28,11 @@ class EvaluateConfig(StrictModel):
     )
     latency_repeats: PositiveInt = Field(
         5, description="Timed repeats per batch size (after one warm-up); the median is kept."
+    )
+    device: Device = Field(
+        "auto",
+        description="Where to score the model: auto (a CUDA GPU if any), cpu, cuda. Latency and "
+        "peak memory are profiled on the CPU (the laptop serving footprint).",
     )
     profile: bool = Field(
         True,

@@ -118,8 +118,12 @@ def evaluate_model(
         docs = docs[: ecfg.max_examples]
     if not docs:
         raise DataError("evaluate: no test examples")
+    from lmforge.core.hardware import stage_device
+
+    device = stage_device(ecfg.device, "evaluate.device")
     trust = fcfg.model.trust_remote_code  # the user's explicit flag, never implied
     model, processor, trainable = load_for_eval(task, path, info, trust_remote_code=trust)
+    model.to(device)
     enc = task.encode(processor, docs, info, fcfg, "test")
     t0 = time.perf_counter()
     predictions = task.predict(model, enc, processor, info, fcfg)
@@ -139,6 +143,7 @@ def evaluate_model(
         "trainable_params": trainable,
         "size_mb": dir_megabytes(path),
         "predict_seconds": predict_seconds,
+        "device": str(device),
     }
     if files.base is not None:
         metrics["base_size_mb"] = dir_megabytes(files.base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from lmforge.core.schema import (
+    Device,
     Encoding,
     ExistingPath,
     FractionCO,
@@ -135,6 +136,9 @@ class FinetuneConfig(StrictModel):
     )
     fewshot: FewShotConfig | None = Field(
         None, description="Zero-shot and few-shot classification: shots, curve, prompts."
+    )
+    device: Device = Field(
+        "auto", description="Where to train and predict: auto (a CUDA GPU if any), cpu, cuda."
     )
 
     @model_validator(mode="after")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
-from lmforge.core.rundir import StageResult
+from lmforge.core.stage import StageResult
 from lmforge.data.document import Document
 from lmforge.finetune.fewshot_config import (
     CurveMethod,
@@ -40,8 +40,8 @@ from lmforge.finetune.scorers import build_prompts, descriptions, embed, label_s
 if TYPE_CHECKING:
     import torch
 
+    from lmforge.core.stage import StageContext
     from lmforge.finetune.config import FinetuneConfig
-    from lmforge.stages import StageContext
     from lmforge.tasks.base import Task
     from lmforge.tasks.classification import LabelInfo
 
@@ -134,6 +134,7 @@ class Problem:
     info: LabelInfo
     train: list[Document]
     test: list[Document]
+    device: torch.device  # where training points train (finetune.device)
 
     @property
     def seed(self) -> int:
@@ -237,7 +238,9 @@ def training_point(problem: Problem, method: str, path: str, k: int) -> Point:
     model = task.load_model(local, problem.info, trust_remote_code=cfg.model.trust_remote_code)
     t0 = time.perf_counter()
     splits = {"train": sample, "test": problem.test}
-    run = train_and_test(task, run_cfg, splits, problem.info, model, processor, problem.seed)
+    run = train_and_test(
+        task, run_cfg, splits, problem.info, model, processor, problem.seed, problem.device
+    )
     details = {"epochs": epochs, "train_examples": len(sample), "trainable_params": run.trainable}
     return Point(run.predictions, run.scores, time.perf_counter() - t0, details)
 
@@ -269,7 +272,10 @@ def run_fewshot(ctx: StageContext, out: Path) -> StageResult:
             len(test),
             len(splits["test"]),
         )
-    problem = Problem(ctx, cfg, few, task, info, splits["train"], test)
+    from lmforge.core.hardware import stage_device
+
+    device = stage_device(cfg.device, "finetune.device")  # training points; scorers use the CPU
+    problem = Problem(ctx, cfg, few, task, info, splits["train"], test, device)
     base = task.baseline({"train": problem.train, "test": test}, info) if task.baseline else None
     if few.curve:
         metrics, artifacts = run_curve(problem, out, base)

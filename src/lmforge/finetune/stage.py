@@ -28,7 +28,8 @@ from lmforge.finetune.config import FinetuneConfig
 from lmforge.tasks.data import load_labelled, write_predictions
 
 if TYPE_CHECKING:
-    from lmforge.stages import StageContext
+    import torch
+
     from lmforge.tasks.base import Encoded, Splits, Task
 
 
@@ -72,8 +73,10 @@ def train_and_test(
     model: Any,
     processor: Any,
     seed: int,
+    device: torch.device | None = None,
 ) -> Trained:
-    """Apply the method, train on ``splits["train"]``, predict and score ``splits["test"]``."""
+    """Apply the method, train on ``splits["train"]`` (on ``device``, default CPU), predict and
+    score ``splits["test"]``."""
     import torch
 
     from lmforge.finetune.methods import apply_method, trainable_parameters
@@ -113,6 +116,7 @@ def train_and_test(
         seed=seed,
         weight_decay=cfg.weight_decay,
         warmup_ratio=cfg.warmup_ratio,
+        device=device,
     )
     train_seconds = time.perf_counter() - t0
     test = encoded["test"]
@@ -134,8 +138,13 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
         from lmforge.finetune.fewshot import run_fewshot
 
         return run_fewshot(ctx, out)
+    from lmforge.core.hardware import stage_device
+    from lmforge.data.sources import LoadStats
+
     task = TASKS.get(cfg.task)
-    splits = load_labelled(cfg, ctx)
+    device = stage_device(cfg.device, "finetune.device")
+    loaded: dict[str, LoadStats] = {}
+    splits = load_labelled(cfg, ctx, loaded)
     if cfg.fewshot is not None and cfg.fewshot.shots:
         from lmforge.finetune.fewshot import k_shot
 
@@ -147,7 +156,7 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
     keep_base = uses_peft and (cfg.model.preset is not None or hasattr(info, "labels"))
     if keep_base:
         save_artifact(out / "base", model, processor, manifest(cfg, info, "base"))
-    run = train_and_test(task, cfg, splits, info, model, processor, ctx.recipe.seed)
+    run = train_and_test(task, cfg, splits, info, model, processor, ctx.recipe.seed, device)
     for record in run.history:
         ctx.metrics.log_dict(
             "finetune", {k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"]
@@ -180,6 +189,8 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
         "total_params": run.total,
         "trainable_fraction": run.trainable / run.total,
         "train_seconds": run.train_seconds,
+        "undecodable_bytes": sum(s.undecodable_bytes for s in loaded.values()),
+        "device": str(device),
         "history": run.history,
     }
     if getattr(info, "labels", None) is not None:
@@ -294,7 +305,8 @@ def merge_adapter(model: Any, test: Encoded, dest: Path, processor: Any) -> floa
     """Merge the adapter into the base weights, save, and return the max output difference."""
     import torch
 
-    batch = test.batch(list(range(min(16, len(test)))))
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in test.batch(list(range(min(16, len(test))))).items()}
     model.eval()
     with torch.no_grad():
         before = _outputs(model(**batch))

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lmforge.core.schema import FractionCO, LearningRate, PositiveInt, StrictModel
+from lmforge.core.schema import Device, FractionCO, LearningRate, PositiveInt, StrictModel
 from lmforge.models.spec import ModelSpec
 
 Objective = Literal["clm", "mlm", "mlm+nsp"]
@@ -70,7 +70,9 @@ class PretrainConfig(StrictModel):
         "auto",
         description="Under torchrun: ddp, fsdp (FSDP2 fully_shard; NCCL or gloo), or auto (ddp).",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
+    device: Device = Field(
+        "auto", description="Where to train: auto (a CUDA GPU if any), cpu, cuda."
+    )
     tensorboard: bool = Field(True, description="Also write TensorBoard event files.")
 
     @model_validator(mode="after")

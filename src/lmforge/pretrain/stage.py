@@ -121,7 +121,7 @@ def plot_loss(history: list[dict[str, Any]], path: Path, title: str) -> None:
 def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
     import torch
 
-    from lmforge.core.hardware import matmul_peak_flops, select_device
+    from lmforge.core.hardware import matmul_peak_flops, stage_device
     from lmforge.models import build_model, count_params, flops_per_token, special_token_ids
     from lmforge.pretrain.evaluate import unigram_loss
     from lmforge.pretrain.loop import train
@@ -131,9 +131,7 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
     assert cfg is not None
     data_dir = ctx.stage_dir("data")
     assert data_dir is not None
-    device = select_device(cfg.device)
-    if cfg.device == "cuda" and device.type != "cuda":
-        raise LmforgeError("pretrain.device: cuda requested but no CUDA GPU is available")
+    device = stage_device(cfg.device, "pretrain.device")
 
     # ---------------------------------------------------------------- set-up
     tokenizer = pretrain_tokenizer(cfg, ctx)
