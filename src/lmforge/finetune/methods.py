@@ -82,6 +82,15 @@ def head_parameters(model: torch.nn.Module) -> list[str]:
     return found
 
 
+def initialised_modules(model: torch.nn.Module, heads: list[str]) -> list[str]:
+    """Modules outside the head that loading initialised at random (``load_head`` records
+    them): a masked-LM checkpoint has no pooler, which a classifier reads. An adapter must
+    train and save them like the head (peft ``modules_to_save``), or the saved adapter would
+    load onto another random pooler than the one it was trained with."""
+    fresh = getattr(model, "lmforge_initialised", ())
+    return [m for m in fresh if m.split(".")[0] not in heads]
+
+
 def _full(model, cfg, task, total_steps):  # noqa: ANN001, ANN202, ARG001
     for p in model.parameters():
         p.requires_grad = True
@@ -103,6 +112,7 @@ def _peft(build_config: Callable[[MethodConfig, PeftTask, list[str], int], objec
         from peft import get_peft_model
 
         heads = [] if task in ("CAUSAL_LM", "SEQ_2_SEQ_LM") else head_parameters(model)
+        heads += initialised_modules(model, heads)
         extra = EXTRA_TARGETS.get(getattr(model.config, "model_type", ""))
         if cfg.target_modules is None and extra is not None:
             family = "ia3" if build_config is _ia3 else "lora"
@@ -175,7 +185,9 @@ def _prefix(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
 
     _text_only("prefix", task)
     return PrefixTuningConfig(
-        task_type=peft_task_type(task), num_virtual_tokens=cfg.num_virtual_tokens
+        task_type=peft_task_type(task),
+        num_virtual_tokens=cfg.num_virtual_tokens,
+        modules_to_save=heads or None,
     )
 
 
@@ -184,7 +196,9 @@ def _prompt(cfg, task, heads, total_steps):  # noqa: ANN001, ANN202, ARG001
 
     _text_only("prompt", task)
     return PromptTuningConfig(
-        task_type=peft_task_type(task), num_virtual_tokens=cfg.num_virtual_tokens
+        task_type=peft_task_type(task),
+        num_virtual_tokens=cfg.num_virtual_tokens,
+        modules_to_save=heads or None,
     )
 
 

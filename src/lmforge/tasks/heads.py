@@ -81,6 +81,10 @@ def load_head(
         ) from None
     if for_inference:
         _check_complete(path, task, report)
+    else:  # fine-tuning: say which modules start random, so adapters train and save them
+        fresh = {key.rsplit(".", 1)[0] for key in report["missing_keys"]}
+        fresh |= {key.rsplit(".", 1)[0] for key, _, _ in report["mismatched_keys"]}
+        model.lmforge_initialised = tuple(sorted(fresh))
     return model
 
 
