@@ -41,7 +41,9 @@ class Served:
         cmd = [sys.executable, "-m", "lmforge", "serve", str(target), "--port", str(self.port)]
         environ = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
         with self.log.open("w") as out:
-            self.proc = subprocess.Popen([*cmd, *args], stdout=out, stderr=subprocess.STDOUT, env=environ)
+            self.proc = subprocess.Popen(
+                [*cmd, *args], stdout=out, stderr=subprocess.STDOUT, env=environ
+            )
         deadline = time.time() + 90
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -95,7 +97,8 @@ def save_tagger(path: Path, texts: list[str]) -> Path:
         path
     )
     write_manifest(
-        path, Manifest(kind="full", task="token-classification", info={"labels": TAGS}, max_length=64)
+        path,
+        Manifest(kind="full", task="token-classification", info={"labels": TAGS}, max_length=64),
     )
     return path
 

@@ -148,8 +148,10 @@ def test_without_log_inputs_only_the_input_hash_is_kept(classifier, tmp_path):
         rid = r.json()["id"]
     finally:
         served.stop()
-    row = sqlite3.connect(db).execute(
-        "SELECT input, input_sha256 FROM responses WHERE id=?", (rid,)
-    ).fetchone()
+    row = (
+        sqlite3.connect(db)
+        .execute("SELECT input, input_sha256 FROM responses WHERE id=?", (rid,))
+        .fetchone()
+    )
     assert row[0] is None and len(row[1]) == 64
     assert b"private words" not in db.read_bytes()

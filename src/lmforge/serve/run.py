@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from pathlib import Path
 
 from lmforge.core.errors import LmforgeError
@@ -74,6 +76,11 @@ def serve(
         )
     app = build_app(sm, settings, db)
     print(f"lmforge serve: {sm.why}; http://{host}:{port} (model id {sm.name!r})", flush=True)
+    # uvicorn catches SIGTERM/SIGINT, drains the requests in flight, then re-raises the signal
+    # to the handler found before it: by then the stop was clean, so that handler exits 0
+    # (the CLI's own handler would report an interrupted stage)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stopped)
     uvicorn.run(
         app,
         host=host,
@@ -82,3 +89,8 @@ def serve(
         timeout_graceful_shutdown=int(graceful_s),
         lifespan="on",
     )
+
+
+def _stopped(signum: int, frame: object) -> None:
+    print(f"lmforge serve: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+    sys.exit(0)
