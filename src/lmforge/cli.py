@@ -517,6 +517,64 @@ def serve(
     )
 
 
+@app.command()
+def explain(
+    model_dir: Annotated[
+        Path,
+        typer.Argument(help="A saved text classifier: RUN/finetune/model or merged, or a copy."),
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Labelled test file (csv/jsonl/parquet; trained columns)."),
+    ] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option("--text", help="A text to explain (repeatable); instead of --data."),
+    ] = None,
+    examples: Annotated[
+        int, typer.Option("--examples", min=1, help="Texts whose attention/IG are drawn.")
+    ] = 4,
+    attack: Annotated[
+        list[str] | None,
+        typer.Option("--attack", help="Attack to run (repeatable): char, word, zh-char."),
+    ] = None,
+    max_examples: Annotated[
+        int, typer.Option("--max-examples", min=1, help="Examples attacked per method.")
+    ] = 50,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write results (default: runs/explain-<ts>)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of random orders and attacks.")] = 0,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help="Run the model directory's own code.")
+    ] = False,
+) -> None:
+    """Explain a text classifier: attention maps, Integrated Gradients with AOPC, attacks."""
+    from lmforge.explain.cli import explain_command
+
+    summary = explain_command(
+        model_dir,
+        data=data,
+        texts=text,
+        examples=examples,
+        attacks=attack,
+        max_examples=max_examples,
+        out=out,
+        seed=seed,
+        trust_remote_code=trust_remote_code,
+    )
+    for key, value in summary["metrics"].items():
+        if isinstance(value, int | float):
+            _echo(f"  {key:<28} {_fmt(value)}")
+    for name, m in summary["metrics"].get("attacks", {}).items():
+        _echo(
+            f"  attack {name:<8} accuracy {_fmt(m['clean_accuracy'])} -> "
+            f"{_fmt(m['accuracy_under_attack'])} (success rate {_fmt(m['attack_success_rate'])})"
+        )
+    _echo(f"results: {summary['out']}")
+
+
 @recipes_app.callback(invoke_without_command=True)
 def recipes_list(ctx: typer.Context) -> None:
     """List built-in recipes with a one-line description."""

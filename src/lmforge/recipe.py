@@ -24,6 +24,7 @@ from lmforge.core.errors import RecipeError
 from lmforge.core.schema import StrictModel
 from lmforge.data.config import DataConfig
 from lmforge.evaluate.config import EvaluateConfig
+from lmforge.explain.config import ExplainConfig
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.pretrain.config import PretrainConfig
 from lmforge.stages import AVAILABLE_STAGES, STAGE_LIST, STAGE_SPECS, STAGES
@@ -52,6 +53,7 @@ class Recipe(StrictModel):
     pretrain: PretrainConfig | None = Field(None, description=STAGE_SPECS["pretrain"].description)
     finetune: FinetuneConfig | None = Field(None, description=STAGE_SPECS["finetune"].description)
     evaluate: EvaluateConfig | None = Field(None, description=STAGE_SPECS["evaluate"].description)
+    explain: ExplainConfig | None = Field(None, description=STAGE_SPECS["explain"].description)
     versions: dict[str, str] | None = Field(
         None, description="Written by lmforge into a run's recipe.yaml; ignored on input."
     )

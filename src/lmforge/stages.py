@@ -11,16 +11,17 @@ from __future__ import annotations
 from lmforge.core.stage import StageContext, StageResult, StageSpec
 from lmforge.data.stage import SPEC as DATA
 from lmforge.evaluate.stage import SPEC as EVALUATE
+from lmforge.explain.stage import SPEC as EXPLAIN
 from lmforge.finetune.stage import SPEC as FINETUNE
 from lmforge.pretrain.stage import SPEC as PRETRAIN
 from lmforge.tokenizer.stage import SPEC as TOKENIZER
 
-STAGE_LIST: tuple[StageSpec, ...] = (DATA, TOKENIZER, PRETRAIN, FINETUNE, EVALUATE)
+STAGE_LIST: tuple[StageSpec, ...] = (DATA, TOKENIZER, PRETRAIN, FINETUNE, EVALUATE, EXPLAIN)
 STAGE_SPECS: dict[str, StageSpec] = {spec.name: spec for spec in STAGE_LIST}
 # Stages this version implements, in run order.
 AVAILABLE_STAGES: tuple[str, ...] = tuple(STAGE_SPECS)
 # Stage names reserved for what is coming; a recipe naming one is told it is not available yet.
-PLANNED_STAGES: tuple[str, ...] = ("compress", "explain", "serve", "report")
+PLANNED_STAGES: tuple[str, ...] = ("compress", "serve", "report")
 STAGES: tuple[str, ...] = AVAILABLE_STAGES + PLANNED_STAGES
 
 __all__ = [
