@@ -71,6 +71,7 @@ def test_cross_section_checks_come_from_the_specs():
 CONTRACT_OVERRIDES = [
     *test_cli.E2E_OVERRIDES["sentiment-zh"],
     "evaluate={profile: false, max_examples: 8}",
+    "compress={steps: [{method: quantize, scheme: bf16}], profile: false, max_examples: 8}",
 ]
 
 

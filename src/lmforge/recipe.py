@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from lmforge import __version__
+from lmforge.compress.config import CompressConfig
 from lmforge.core.errors import RecipeError
 from lmforge.core.schema import StrictModel
 from lmforge.data.config import DataConfig
@@ -53,6 +54,7 @@ class Recipe(StrictModel):
     pretrain: PretrainConfig | None = Field(None, description=STAGE_SPECS["pretrain"].description)
     finetune: FinetuneConfig | None = Field(None, description=STAGE_SPECS["finetune"].description)
     evaluate: EvaluateConfig | None = Field(None, description=STAGE_SPECS["evaluate"].description)
+    compress: CompressConfig | None = Field(None, description=STAGE_SPECS["compress"].description)
     explain: ExplainConfig | None = Field(None, description=STAGE_SPECS["explain"].description)
     versions: dict[str, str] | None = Field(
         None, description="Written by lmforge into a run's recipe.yaml; ignored on input."

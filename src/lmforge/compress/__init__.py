@@ -1,0 +1,1 @@
+"""The compress stage: distill, prune, quantize and export a fine-tuned model."""

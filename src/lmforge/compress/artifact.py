@@ -1,0 +1,173 @@
+"""What a compression step writes and how it is loaded back, in each of the three formats.
+
+Every artefact is a directory with transformers' ``config.json``, the tokenizer and lmforge's
+manifest (``lmforge.json``: task, label space, columns, max length), plus its weights:
+
+- ``transformers``: ``model.safetensors`` (pruned, distilled, bf16/fp16) - plain
+  ``AutoModelFor*.from_pretrained(dir)`` and ``load_artifact`` load it;
+- ``onnx``: ``model.onnx`` with inputs ``input_ids``/``attention_mask`` (dynamic batch and
+  sequence) and output ``logits`` - plain ``onnxruntime.InferenceSession(dir/"model.onnx")``;
+- ``torch-int8``: ``model_int8.pt``, the state dict of ``torch.ao.quantization.quantize_dynamic``
+  applied to the model ``config.json`` describes (see ``load_torch_int8``: four lines of plain
+  torch + transformers).
+
+The manifest's ``settings["format"]`` says which (absent: transformers), so a server reading
+``lmforge.json`` knows how to run the directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
+
+from lmforge.core.errors import LmforgeError
+from lmforge.core.manifest import Manifest, write_manifest
+
+Format = Literal["transformers", "onnx", "torch-int8"]
+ONNX_FILE = "model.onnx"
+TORCH_INT8_FILE = "model_int8.pt"
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """A model directory a step reads or writes: where, in which format, what its manifest says."""
+
+    path: Path
+    format: Format
+    manifest: Manifest | None
+
+
+def artifact_format(path: Path) -> Compressed:
+    """The format of the model directory ``path`` (from its manifest)."""
+    from lmforge.core.manifest import read_manifest
+
+    manifest = read_manifest(path)
+    fmt = (manifest.settings.get("format") if manifest is not None else None) or "transformers"
+    return Compressed(Path(path), fmt, manifest)
+
+
+def save_compressed(
+    dest: Path, source: Compressed, fmt: Format, location: str, **settings: Any
+) -> Compressed:
+    """Write ``dest``'s manifest: the source's task, labels and columns, this format and what
+    the step did (``settings``, appended to the history under ``settings["compress"]``); copy
+    the source's config.json when the step wrote none (ONNX, torch-int8)."""
+    import shutil
+
+    if not (dest / "config.json").exists():
+        shutil.copy2(source.path / "config.json", dest / "config.json")
+    base = source.manifest or Manifest(kind="full")
+    old = {k: v for k, v in base.settings.items() if k not in ("format", "compress")}
+    history = [*base.settings.get("compress", []), {"format": fmt, **settings}]
+    manifest = dataclasses.replace(
+        base,
+        kind="full",
+        location=location,
+        base=None,
+        settings={**old, "format": fmt, "compress": history},
+    )
+    write_manifest(dest, manifest)
+    return Compressed(dest, fmt, manifest)
+
+
+class OnnxModel:
+    """An ONNX Runtime session that answers like a transformers model (``out.logits``), so the
+    tasks' ``predict`` and the latency timer run it unchanged."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, **batch: Any) -> SimpleNamespace:
+        import torch
+
+        feed = {k: batch[k].cpu().numpy() for k in self.inputs}
+        (logits,) = self.session.run(["logits"], feed)
+        return SimpleNamespace(logits=torch.from_numpy(logits))
+
+    def eval(self) -> OnnxModel:
+        return self
+
+    def parameters(self) -> Any:
+        import torch
+
+        yield torch.empty(0)  # logits_in_batches reads the device of the first parameter
+
+
+def onnx_params(path: Path) -> int:
+    """Parameters stored in an ONNX file: the elements of its initializers."""
+    import math
+
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return sum(math.prod(t.dims) for t in model.graph.initializer)
+
+
+def load_torch_int8(path: Path, task: Any, info: Any) -> Any:
+    """The dynamically quantized model saved in ``path`` (config.json + model_int8.pt)."""
+    import torch
+    from transformers import AutoConfig
+
+    from lmforge.compress.quantize import quantize_torch
+
+    config = AutoConfig.from_pretrained(path)
+    head = task_head_class(task.name)
+    model = quantize_torch(head.from_config(config).eval(), _int8_modules(path))
+    state = torch.load(path / TORCH_INT8_FILE, weights_only=False)  # packed int8 params
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _int8_modules(path: Path) -> list[str]:
+    from lmforge.core.manifest import read_manifest
+
+    manifest = read_manifest(path)
+    history = manifest.settings.get("compress", []) if manifest is not None else []
+    return history[-1].get("modules", ["Linear"]) if history else ["Linear"]
+
+
+def task_head_class(task: str) -> Any:
+    """The transformers auto class of a task's head (what ``from_config`` builds)."""
+    import transformers
+
+    names = {
+        "classification": "AutoModelForSequenceClassification",
+        "token-classification": "AutoModelForTokenClassification",
+        "causal-lm": "AutoModelForCausalLM",
+    }
+    if task not in names:
+        raise LmforgeError(f"compress: the {task!r} task has no head this loader builds")
+    return getattr(transformers, names[task])
+
+
+def load_compressed(path: Path, threads: int | None = None) -> tuple[Any, Any, Any, Any]:
+    """(model or model-like, processor, task, info) for any artefact a step wrote, or the source.
+
+    Raises:
+        LmforgeError: not a model directory lmforge can name the task of.
+    """
+    from lmforge.tasks.artifact import inspect_artifact, load_artifact
+
+    art = artifact_format(path)
+    if art.format == "transformers":
+        loaded = load_artifact(path)
+        model = loaded.model
+        if loaded.base is not None:  # an adapter: fold it in (the source is not touched)
+            model = model.merge_and_unload()
+        return model.eval(), loaded.processor, loaded.task, loaded.info
+    files = inspect_artifact(path)
+    if files.task is None:
+        raise LmforgeError(f"{path}: its lmforge.json names no task")
+    processor = files.task.load_processor(path)
+    if art.format == "onnx":
+        return OnnxModel(path / ONNX_FILE, threads), processor, files.task, files.info
+    return load_torch_int8(path, files.task, files.info), processor, files.task, files.info

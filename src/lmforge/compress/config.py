@@ -1,0 +1,166 @@
+"""Typed schema of the recipe's ``compress`` section: a list of steps, each one method.
+
+Each step reads the previous step's output (or ``input: source`` / an earlier step's name), so
+``[distill, prune, quantize]`` chains while ``[{quantize, engine: torch}, {quantize, input:
+source}]`` compares two branches side by side. Every step's artefact is scored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from lmforge.core.schema import FractionCO, LearningRate, PositiveInt, StrictModel
+
+# torch.ao dynamic quantization covers these module types (nn.Linear and the recurrent ones);
+# ONNX Runtime's dynamic quantizer quantizes the MatMul/Gemm a Linear exports to
+QUANTIZABLE_MODULES = ("Linear", "LSTM", "GRU")
+
+
+class StepBase(StrictModel):
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="The step's output directory (compress/<name>); default: the method name, "
+        "numbered when it repeats.",
+    )
+    input: str = Field(
+        "previous",
+        description="What the step compresses: 'previous' (the last step's output; the source "
+        "model for the first step), 'source', or an earlier step's name.",
+    )
+
+
+class DistillStep(StepBase):
+    """Teacher -> smaller student: KL on temperature-softened logits + the hard-label loss."""
+
+    method: Literal["distill"]
+    student: str = Field(
+        "every-other-layer",
+        description="'every-other-layer' (the teacher's layers 0, 2, 4, ... as DistilBERT "
+        "initialised its student), or an encoder preset (bert-tiny, bert-small) on the "
+        "teacher's tokenizer.",
+    )
+    temperature: float = Field(
+        2.0, gt=0, description="Softmax temperature of the KL term (Hinton et al. 2015)."
+    )
+    alpha: float = Field(
+        0.5, ge=0, le=1, description="Weight of the KL term; 1 - alpha weighs the hard loss."
+    )
+    epochs: PositiveInt = Field(3, description="Training epochs over the fine-tune train split.")
+    lr: LearningRate = Field(1e-4, description="Peak AdamW learning rate of the student.")
+    batch_size: PositiveInt = Field(16, description="Examples per step.")
+
+
+class PruneStep(StepBase):
+    """Remove weights: unstructured (zeros) or structured (a smaller saved model)."""
+
+    method: Literal["prune"]
+    kind: Literal["magnitude", "neurons"] = Field(
+        "magnitude",
+        description="'magnitude': global unstructured L1 pruning of the encoder's Linear "
+        "weights, made permanent (zeros; the file stays dense); 'neurons': remove the least "
+        "important MLP neurons of every layer (intermediate_size shrinks: a smaller, faster "
+        "model).",
+    )
+    sparsity: FractionCO = Field(
+        description="Fraction removed: of the Linear weights (magnitude) or of each layer's MLP "
+        "neurons (neurons); in [0, 1)."
+    )
+    recovery_epochs: int = Field(
+        0, ge=0, description="Fine-tuning epochs after pruning (pruned weights stay zero)."
+    )
+    lr: LearningRate = Field(5e-5, description="Learning rate of the recovery fine-tuning.")
+    batch_size: PositiveInt = Field(16, description="Examples per recovery step.")
+
+
+class QuantizeStep(StepBase):
+    """Lower-precision weights for CPU inference."""
+
+    method: Literal["quantize"]
+    scheme: Literal["int8-dynamic", "bf16", "fp16"] = Field(
+        "int8-dynamic",
+        description="'int8-dynamic': int8 weights, activations quantized per batch at run time; "
+        "'bf16'/'fp16': half-precision weights (plain transformers).",
+    )
+    engine: Literal["onnxruntime", "torch"] = Field(
+        "onnxruntime",
+        description="int8-dynamic only: ONNX Runtime's quantizer (an ONNX model; measured "
+        "faster here, see benchmarks/RESULTS.md) or torch.ao quantize_dynamic.",
+    )
+    modules: list[str] = Field(
+        ["Linear"],
+        min_length=1,
+        description=f"int8-dynamic: module types to quantize ({', '.join(QUANTIZABLE_MODULES)}).",
+    )
+
+    @model_validator(mode="after")
+    def _modules(self) -> QuantizeStep:
+        bad = [m for m in self.modules if m not in QUANTIZABLE_MODULES]
+        if bad:
+            raise ValueError(
+                f"modules: {bad} cannot be dynamically quantized; supported: "
+                f"{', '.join(QUANTIZABLE_MODULES)}"
+            )
+        if self.engine == "onnxruntime" and self.modules != ["Linear"]:
+            raise ValueError("modules: the onnxruntime engine quantizes Linear layers only")
+        return self
+
+
+class ExportStep(StepBase):
+    """Deployment formats, each checked against PyTorch's outputs."""
+
+    method: Literal["export"]
+    format: Literal["onnx", "gguf"] = Field(
+        "onnx",
+        description="'onnx' (dynamic batch and sequence axes; runs in plain onnxruntime) or "
+        "'gguf' (causal LMs; llama.cpp / Ollama).",
+    )
+    atol: float = Field(
+        1e-4, gt=0, description="Largest |export - PyTorch| output difference accepted."
+    )
+    opset: int = Field(18, ge=14, le=23, description="ONNX opset version.")
+
+
+Step = Annotated[DistillStep | PruneStep | QuantizeStep | ExportStep, Field(discriminator="method")]
+
+
+class CompressConfig(StrictModel):
+    """Compress the fine-tuned model step by step; score every artefact on the test split."""
+
+    model: str = Field(
+        "finetune",
+        description="The source model: 'finetune' (this run's merged model, else model/) or a "
+        "model directory lmforge saved. It is never modified.",
+    )
+    steps: list[Step] = Field(min_length=1, description="Compression steps, in order.")
+    max_examples: PositiveInt | None = Field(
+        None, description="Score each artefact on at most this many test examples."
+    )
+    latency_batch_sizes: list[PositiveInt] = Field(
+        [1, 32], description="Batch sizes whose latency (p50/p95) and throughput are measured."
+    )
+    latency_repeats: PositiveInt = Field(
+        10, description="Timed forward passes per batch size (after one warm-up)."
+    )
+    profile: bool = Field(
+        True, description="Measure latency and peak RSS in a fresh process; false skips it."
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> CompressConfig:
+        seen: list[str] = []
+        for i, step in enumerate(self.steps):
+            if step.name is None:
+                count = sum(s.method == step.method for s in self.steps[:i])
+                step.name = step.method if count == 0 else f"{step.method}-{count + 1}"
+            if step.name in seen or step.name == "source":
+                raise ValueError(f"steps.{i}.name: {step.name!r} is used twice (or is 'source')")
+            if step.input not in ("previous", "source", *seen):
+                raise ValueError(
+                    f"steps.{i}.input: {step.input!r} is not 'previous', 'source' or an earlier "
+                    f"step ({', '.join(seen) or 'none'})"
+                )
+            seen.append(step.name)
+        return self

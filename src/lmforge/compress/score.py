@@ -1,0 +1,179 @@
+"""Score one artefact the way the evaluate stage does, whatever its format.
+
+Quality comes from the task's own ``encode``/``predict``/``metrics`` (the evaluate stage's
+code) on the same test examples for every artefact; size on disk from evaluate's
+``dir_megabytes``. Latency (p50/p95 per batch size), throughput and peak RSS are measured in
+a fresh ``spawn`` process that loads the artefact from disk as a server would, like
+``evaluate.profile`` but for ONNX and int8 models too.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from lmforge.core.errors import LmforgeError
+
+
+def count_params(model: Any, path: Path) -> int:
+    """Parameters of a loaded artefact: ONNX initializers, int8 packed weights, or tensors."""
+    from lmforge.compress.artifact import OnnxModel, onnx_params
+
+    if isinstance(model, OnnxModel):
+        return onnx_params(path / "model.onnx")
+    import torch
+
+    total = sum(p.numel() for p in model.parameters())
+    for m in model.modules():  # dynamic int8 Linear keeps its weight packed, not as a parameter
+        if isinstance(m, torch.ao.nn.quantized.dynamic.Linear):
+            w, b = m._packed_params._weight_bias()
+            total += w.numel() + (b.numel() if b is not None else 0)
+    return total
+
+
+def quality(path: Path, docs: list[Any], fcfg: Any) -> dict[str, Any]:
+    """The task's metrics on ``docs`` plus parameters and size on disk."""
+    from lmforge.compress.artifact import load_compressed
+    from lmforge.evaluate.profile import dir_megabytes
+
+    model, processor, task, info = load_compressed(path)
+    enc = task.encode(processor, docs, info, fcfg, "test")
+    t0 = time.perf_counter()
+    predictions = task.predict(model, enc, processor, info, fcfg)
+    seconds = time.perf_counter() - t0
+    scores = task.metrics(enc.references, predictions, info)
+    return {
+        **{k: v for k, v in scores.items() if isinstance(v, int | float)},
+        "quality_metric": task.main_metric,
+        "quality": scores[task.main_metric],
+        "params": count_params(model, path),
+        "size_mb": dir_megabytes(path),
+        "predict_seconds": seconds,
+    }
+
+
+def latency(model: Any, batches: dict[int, dict[str, Any]], repeats: int) -> dict[str, float]:
+    """p50/p95 forward milliseconds and examples/s (at p50) per batch size."""
+    import torch
+
+    out: dict[str, float] = {}
+    for size, batch in sorted(batches.items()):
+        times = []
+        with torch.inference_mode():
+            for i in range(repeats + 1):
+                t0 = time.perf_counter()
+                model(**batch)
+                if i:  # the first call warms up allocators and kernels
+                    times.append(time.perf_counter() - t0)
+        times.sort()
+        p50 = statistics.median(times)
+        p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+        out[f"latency_ms_p50_b{size}"] = p50 * 1000
+        out[f"latency_ms_p95_b{size}"] = p95 * 1000
+        out[f"examples_per_s_b{size}"] = size / p50
+    return out
+
+
+def _child(path: str, batches: dict, repeats: int, threads: int, conn: Any) -> None:
+    import resource
+
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        from lmforge.compress.artifact import load_compressed
+
+        t0 = time.perf_counter()
+        model, _, _, _ = load_compressed(Path(path), threads=threads)
+        result = latency(model, batches, repeats)
+        result["load_seconds"] = time.perf_counter() - t0
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        conn.send(result)
+    except Exception as e:  # reported to the parent, which raises it
+        conn.send({"error": f"{type(e).__name__}: {e}"})
+    finally:
+        conn.close()
+
+
+def profile(path: Path, batches: dict[int, dict[str, Any]], repeats: int) -> dict[str, float]:
+    """Latency and peak RSS of the artefact at ``path``, loaded in a fresh process with the
+    same thread count as this one (torch and ONNX Runtime alike, for a fair comparison).
+
+    Raises:
+        LmforgeError: the child failed or died.
+    """
+    import multiprocessing as mp
+
+    import torch
+
+    ctx = mp.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    args = (str(path), batches, repeats, torch.get_num_threads(), sender)
+    proc = ctx.Process(target=_child, args=args)
+    proc.start()
+    sender.close()
+    try:
+        result = receiver.recv()
+    except EOFError:
+        raise LmforgeError(
+            f"compress: the process profiling {path} died (exit code {proc.exitcode}); "
+            "set compress.profile: false to skip profiling, or free memory"
+        ) from None
+    finally:
+        receiver.close()
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if "error" in result:
+        raise LmforgeError(f"compress: profiling {path} failed: {result['error']}")
+    return result
+
+
+def input_batches(path: Path, docs: list[Any], fcfg: Any, sizes: list[int]) -> dict[int, dict]:
+    """Real test inputs at each batch size (cycled when the test set is smaller): model
+    inputs only (input_ids, attention_mask), the same tensors for every artefact."""
+    from lmforge.compress.artifact import load_compressed
+
+    _, processor, task, info = load_compressed(path)
+    enc = task.encode(processor, docs, info, fcfg, "test")
+    out = {}
+    for size in sizes:
+        batch = enc.batch([i % len(enc) for i in range(size)])
+        out[size] = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    return out
+
+
+def pareto_front(points: list[dict[str, Any]]) -> list[str]:
+    """Names of the points no other point beats on quality, batch-1 latency and size at once."""
+    key = "latency_ms_p50_b1"
+
+    def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        pairs = [(a["quality"], b["quality"]), (-a["size_mb"], -b["size_mb"])]
+        if key in a and key in b:
+            pairs.append((-a[key], -b[key]))
+        return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
+    return [p["name"] for p in points if not any(dominates(q, p) for q in points if q is not p)]
+
+
+def plot_tradeoff(points: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Quality vs batch-1 latency, marker area proportional to size on disk."""
+    from lmforge.core.plots import figure
+
+    key = (
+        "latency_ms_p50_b1" if all("latency_ms_p50_b1" in p for p in points) else "predict_seconds"
+    )
+    with figure(path, (6.4, 4.4)) as (_, ax):
+        biggest = max(p["size_mb"] for p in points) or 1.0
+        for p in points:
+            ax.scatter(p[key], p["quality"], s=40 + 600 * p["size_mb"] / biggest, alpha=0.6)
+            ax.annotate(p["name"], (p[key], p["quality"]), fontsize=8, ha="center", va="bottom")
+        ax.set_xlabel(
+            "latency p50 at batch 1 (ms)" if key != "predict_seconds" else "predict seconds"
+        )
+        ax.set_ylabel(points[0]["quality_metric"])
+        ax.set_title(f"{title} (marker area: size on disk)")
+        ax.grid(alpha=0.3)

@@ -1,0 +1,211 @@
+"""The compress stage (``lmforge compress RECIPE``): the fine-tuned model through a list of
+compression steps, every artefact scored side by side.
+
+Outputs (in the stage directory):
+    <step name>/     each step's artefact: config.json, tokenizer, weights (safetensors,
+                     model.onnx or model_int8.pt) and lmforge.json (see compress.artifact)
+    pareto.json      per artefact (the source first): quality, parameters, size on disk,
+                     latency p50/p95 at each batch size, throughput, peak RSS, what the step
+                     did; and ``pareto``: the artefacts no other beats on quality, latency
+                     and size at once
+    tradeoff.png     quality vs latency, marker area = size on disk
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lmforge.compress.config import CompressConfig
+from lmforge.core.errors import LmforgeError
+from lmforge.core.log import logger
+from lmforge.core.stage import StageContext, StageResult, StageSpec
+
+
+def check_steps(cfg: CompressConfig, task: str, source_format: str) -> None:
+    """Every step's method supports the task and its input's format: known before any work.
+
+    Raises:
+        LmforgeError: naming the step and field.
+    """
+    from lmforge.compress.methods import load_methods
+
+    methods = load_methods()
+    formats: dict[str, str] = {"source": source_format}
+    last = source_format
+    for i, step in enumerate(cfg.steps):
+        method = methods.get(step.method)
+        where = f"compress.steps.{i} ({step.method})"
+        if task not in method.tasks:
+            raise LmforgeError(
+                f"{where}.method: {step.method} supports the {', '.join(method.tasks)} task(s), "
+                f"not {task!r}"
+            )
+        if method.check is not None:
+            try:
+                method.check(step, task)
+            except ValueError as e:
+                raise LmforgeError(f"{where}.{e}") from None
+        fmt = last if step.input == "previous" else formats[step.input]
+        if fmt not in method.formats:
+            raise LmforgeError(
+                f"{where}.input: {step.method} reads {' or '.join(method.formats)} models, and "
+                f"its input is {fmt}; reorder the steps or set input: source"
+            )
+        last = formats[step.name] = _output_format(step, fmt)
+
+
+def _output_format(step: Any, fmt: str) -> str:
+    if step.method == "export":
+        return step.format
+    if step.method == "quantize" and step.scheme == "int8-dynamic":
+        return "onnx" if step.engine == "onnxruntime" else "torch-int8"
+    return fmt
+
+
+def _train_data(ctx: StageContext, fcfg: Any, source: Path) -> Any:
+    """() -> (train, val) of the finetune stage's data (``ctx.recipe.finetune``), encoded with
+    the source's tokenizer and ``fcfg`` (its scoring settings): loaded once, on first use."""
+    cache: list[Any] = []
+
+    def load() -> Any:
+        if not cache:
+            from lmforge.compress.artifact import load_compressed
+            from lmforge.tasks.data import load_labelled
+
+            splits = load_labelled(ctx.recipe.finetune, ctx)
+            _, processor, task, info = load_compressed(source)
+            val = splits["val"] or None
+            cache.append(
+                (
+                    task.encode(processor, splits["train"], info, fcfg, "train"),
+                    task.encode(processor, val, info, fcfg, "val") if val else None,
+                )
+            )
+        return cache[0]
+
+    return load
+
+
+def run_compress_stage(ctx: StageContext, out: Path) -> StageResult:
+    from lmforge.compress.artifact import artifact_format
+    from lmforge.compress.methods import StepRun, load_methods
+    from lmforge.compress.score import (
+        input_batches,
+        pareto_front,
+        plot_tradeoff,
+        profile,
+        quality,
+    )
+    from lmforge.core.atomic import write_json_atomic
+    from lmforge.evaluate.stage import scored_split, scoring_config
+    from lmforge.models import resolve_model_ref
+    from lmforge.tasks.artifact import inspect_artifact
+
+    cfg: CompressConfig = ctx.recipe.compress
+    source_path = resolve_model_ref(cfg.model, ctx.root)
+    files = inspect_artifact(source_path)
+    if files.task is None:
+        raise LmforgeError(f"compress.model: {source_path} has no lmforge.json naming its task")
+    source = artifact_format(source_path)
+    check_steps(cfg, files.task.name, source.format)
+    fcfg = scoring_config(files, ctx.recipe.finetune)
+    docs = scored_split(ctx.recipe.finetune, ctx)[: cfg.max_examples]
+    methods, made = load_methods(), {"source": source}
+    steps: dict[str, Any] = {}
+    last = source
+    for i, step in enumerate(cfg.steps):
+        dest = out / step.name
+        dest.mkdir(parents=True)
+        given = last if step.input == "previous" else made[step.input]
+        run = StepRun(
+            step=step,
+            index=i,
+            source=given,
+            out=dest,
+            location=f"compress/{step.name}",
+            train_data=_train_data(ctx, fcfg, source_path),
+            finetune=fcfg,
+            seed=ctx.recipe.seed,
+        )
+        logger.info("compress: step %d %s (%s) on %s", i, step.name, step.method, given.path.name)
+        last, facts = methods.get(step.method).run(run)
+        made[step.name] = last
+        steps[step.name] = {"method": step.method, "input": given.path.name, **facts}
+    # score every artefact on the same test examples and the same input tensors
+    batches = input_batches(source_path, docs, fcfg, cfg.latency_batch_sizes)
+    points = []
+    for name, art in made.items():
+        logger.info("compress: scoring %s", name)
+        point = {"name": name, "format": art.format, **quality(art.path, docs, fcfg)}
+        if cfg.profile:
+            point.update(profile(art.path, batches, cfg.latency_repeats))
+        if name in steps:
+            point["step"] = steps[name]
+        point["path"] = f"compress/{name}" if name != "source" else str(cfg.model)
+        points.append(point)
+    _relative_to_source(points)
+    front = pareto_front(points)
+    for p in points:
+        p["pareto"] = p["name"] in front
+    write_json_atomic(out / "pareto.json", {"test_examples": len(docs), "artefacts": points})
+    plot_tradeoff(points, out / "tradeoff.png", f"{ctx.recipe.name}: compress")
+    metrics = {p["name"]: _headline(p) for p in points}
+    for p in points:
+        ctx.metrics.log_dict(f"compress/{p['name']}", _headline(p))
+    artifacts = {"pareto": "pareto.json", "tradeoff_plot": "tradeoff.png"}
+    artifacts.update({name: name for name in steps})
+    return StageResult(metrics={**metrics, "pareto": front}, artifacts=artifacts)
+
+
+def _relative_to_source(points: list[dict[str, Any]]) -> None:
+    """Speed-up and quality change of each artefact against the source (the first point)."""
+    ref = points[0]
+    for p in points:
+        p["quality_delta"] = p["quality"] - ref["quality"]
+        p["param_ratio"] = p["params"] / ref["params"]
+        p["size_ratio"] = p["size_mb"] / ref["size_mb"]
+        for key in list(ref):
+            if key.startswith("latency_ms_p50_b") and key in p:
+                p[f"speedup_b{key.rsplit('_b', 1)[1]}"] = ref[key] / p[key]
+
+
+def _headline(point: dict[str, Any]) -> dict[str, float]:
+    keys = ("quality", "params", "size_mb", "latency_ms_p50_b1", "latency_ms_p50_b32")
+    keys += ("speedup_b1", "speedup_b32", "peak_rss_mb")
+    return {k: point[k] for k in keys if k in point}
+
+
+def _inputs(recipe: Any) -> Any:
+    from lmforge.models import model_identity
+
+    return {"model": model_identity(recipe.compress.model)}
+
+
+def _check(recipe: Any) -> None:
+    if recipe.finetune is None:
+        raise ValueError("compress: needs a finetune section (its task, data and test split)")
+    from lmforge.finetune.fewshot_config import INFERENCE_METHODS
+
+    if recipe.compress.model == "finetune" and recipe.finetune.method in INFERENCE_METHODS:
+        raise ValueError(
+            f"compress: finetune.method {recipe.finetune.method!r} saves no model; set "
+            "compress.model to a model directory"
+        )
+    for i, step in enumerate(recipe.compress.steps):
+        if step.method == "distill" and recipe.finetune.task != "classification":
+            raise ValueError(
+                f"compress.steps.{i} (distill).method: distillation supports the "
+                f"classification task, not {recipe.finetune.task!r}"
+            )
+
+
+SPEC = StageSpec(
+    name="compress",
+    config=CompressConfig,
+    description="Distill, prune, quantize and export the fine-tuned model; score every artefact.",
+    run=run_compress_stage,
+    inputs=_inputs,
+    needs=("data", "finetune"),
+    check=_check,
+)
