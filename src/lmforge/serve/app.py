@@ -329,6 +329,7 @@ def build_app(sm: ServedModel, settings: Settings, store_path: Path) -> Any:
     """The app serving ``sm``; feedback and response logs go to ``store_path``."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from lmforge.serve.openai_routes import add_openai_routes
 
@@ -352,6 +353,12 @@ def build_app(sm: ServedModel, settings: Settings, store_path: Path) -> Any:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> Response:
         return JSONResponse(error_body(e.status, e.message, e.param, e.kind), e.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> Response:
+        return JSONResponse(
+            error_body(e.status_code, str(e.detail)), e.status_code, headers=e.headers
+        )  # 404 unknown route, 405 wrong method: the same error shape as every other
 
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, e: ClientGone) -> Response:

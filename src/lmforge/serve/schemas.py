@@ -83,7 +83,9 @@ class GenerationBody(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     n: StrictInt = Field(1, ge=1, description="Choices per prompt.")
     stop: Text | list[Text] | None = Field(None, description="Up to 4 strings ending a choice.")
-    seed: StrictInt | None = Field(None, description="Same seed, same prompt: same text.")
+    seed: StrictInt | None = Field(
+        None, ge=0, le=2**62, description="Same seed, same prompt: same text."
+    )
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     logprobs: Any = Field(None, description="Not supported (must be null/false).")
