@@ -22,7 +22,13 @@ STEPS = [
     {"method": "quantize", "name": "int8-ort"},  # reads the ONNX model above
     {"method": "quantize", "engine": "torch", "input": "source", "name": "int8-torch"},
     {"method": "quantize", "scheme": "bf16", "input": "source", "name": "bf16"},
-    {"method": "prune", "kind": "magnitude", "sparsity": 0.5, "input": "source", "name": "sparse"},
+    {
+        "method": "prune",
+        "kind": "magnitude",
+        "sparsity": 0.5,
+        "input": "source",
+        "name": "sparse",
+    },
     {
         "method": "prune",
         "kind": "neurons",
@@ -61,7 +67,11 @@ def recipe(base: Path, train: Path, test: Path, steps: list[dict] | None) -> dic
         },
     }
     if steps is not None:
-        out["compress"] = {"steps": steps, "latency_batch_sizes": [1, 4], "latency_repeats": 3}
+        out["compress"] = {
+            "steps": steps,
+            "latency_batch_sizes": [1, 4],
+            "latency_repeats": 3,
+        }
     return out
 
 
@@ -70,7 +80,11 @@ def files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compress")
     docs = load_builtin("bbc-news", limit=100)
     base = tiny_classifier_dir(tmp / "base", [d.text for d in docs[:80]])
-    return base, write_csv(tmp / "train.csv", docs[:80]), write_csv(tmp / "test.csv", docs[80:])
+    return (
+        base,
+        write_csv(tmp / "train.csv", docs[:80]),
+        write_csv(tmp / "test.csv", docs[80:]),
+    )
 
 
 def digest(path: Path) -> str:
@@ -123,7 +137,10 @@ def test_onnx_runs_in_plain_onnxruntime_with_any_batch_and_length(run):
     session = ort.InferenceSession(str(onnx_dir / "model.onnx"))
     tokenizer = AutoTokenizer.from_pretrained(onnx_dir)
     model = AutoModelForSequenceClassification.from_pretrained(source).eval()
-    for texts in (["one short text"], ["a", "a longer text with more words in it", "b c"]):
+    for texts in (
+        ["one short text"],
+        ["a", "a longer text with more words in it", "b c"],
+    ):
         enc = tokenizer(texts, padding=True, return_tensors="np")
         got = session.run(["logits"], {k: enc[k] for k in ("input_ids", "attention_mask")})[0]
         with torch.no_grad():
@@ -156,7 +173,7 @@ def test_int8_torch_and_bf16_reload(run):
     from lmforge.compress.artifact import load_compressed
 
     out, _ = run
-    model, _, task, _ = load_compressed(out / "compress" / "int8-torch")
+    model = load_compressed(out / "compress" / "int8-torch")[0]
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
     bf16 = AutoModelForSequenceClassification.from_pretrained(out / "compress" / "bf16")
     assert next(bf16.parameters()).dtype == torch.bfloat16

@@ -142,7 +142,6 @@ def task_head_class(task: str) -> Any:
     names = {
         "classification": "AutoModelForSequenceClassification",
         "token-classification": "AutoModelForTokenClassification",
-        "causal-lm": "AutoModelForCausalLM",
     }
     if task not in names:
         raise LmforgeError(f"compress: the {task!r} task has no head this loader builds")
@@ -170,4 +169,9 @@ def load_compressed(path: Path, threads: int | None = None) -> tuple[Any, Any, A
     processor = files.task.load_processor(path)
     if art.format == "onnx":
         return OnnxModel(path / ONNX_FILE, threads), processor, files.task, files.info
-    return load_torch_int8(path, files.task, files.info), processor, files.task, files.info
+    return (
+        load_torch_int8(path, files.task, files.info),
+        processor,
+        files.task,
+        files.info,
+    )

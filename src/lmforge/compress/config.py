@@ -43,10 +43,15 @@ class DistillStep(StepBase):
         "teacher's tokenizer.",
     )
     temperature: float = Field(
-        2.0, gt=0, description="Softmax temperature of the KL term (Hinton et al. 2015)."
+        2.0,
+        gt=0,
+        description="Softmax temperature of the KL term (Hinton et al. 2015).",
     )
     alpha: float = Field(
-        0.5, ge=0, le=1, description="Weight of the KL term; 1 - alpha weighs the hard loss."
+        0.5,
+        ge=0,
+        le=1,
+        description="Weight of the KL term; 1 - alpha weighs the hard loss.",
     )
     epochs: PositiveInt = Field(3, description="Training epochs over the fine-tune train split.")
     lr: LearningRate = Field(1e-4, description="Peak AdamW learning rate of the student.")
@@ -69,7 +74,9 @@ class PruneStep(StepBase):
         "neurons (neurons); in [0, 1)."
     )
     recovery_epochs: int = Field(
-        0, ge=0, description="Fine-tuning epochs after pruning (pruned weights stay zero)."
+        0,
+        ge=0,
+        description="Fine-tuning epochs after pruning (pruned weights stay zero).",
     )
     lr: LearningRate = Field(5e-5, description="Learning rate of the recovery fine-tuning.")
     batch_size: PositiveInt = Field(16, description="Examples per recovery step.")
@@ -139,13 +146,15 @@ class CompressConfig(StrictModel):
         None, description="Score each artefact on at most this many test examples."
     )
     latency_batch_sizes: list[PositiveInt] = Field(
-        [1, 32], description="Batch sizes whose latency (p50/p95) and throughput are measured."
+        [1, 32],
+        description="Batch sizes whose latency (p50/p95) and throughput are measured.",
     )
     latency_repeats: PositiveInt = Field(
         10, description="Timed forward passes per batch size (after one warm-up)."
     )
     profile: bool = Field(
-        True, description="Measure latency and peak RSS in a fresh process; false skips it."
+        True,
+        description="Measure latency and peak RSS in a fresh process; false skips it.",
     )
 
     @model_validator(mode="after")

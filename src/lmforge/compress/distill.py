@@ -54,7 +54,11 @@ def preset_student(preset: str, teacher: Any, processor: Any, task: Any, info: A
 
 
 def distill_loss(
-    student_logits: Any, teacher_logits: Any, labels: Any, temperature: float, alpha: float
+    student_logits: Any,
+    teacher_logits: Any,
+    labels: Any,
+    temperature: float,
+    alpha: float,
 ) -> Any:
     import torch.nn.functional as F
 
@@ -91,7 +95,8 @@ def _pair(student: Any, teacher: Any, temperature: float, alpha: float) -> Any:
                 target = self.teacher[0](**batch).logits
             logits = self.student(**batch).logits
             return SimpleNamespace(
-                loss=distill_loss(logits, target, labels, temperature, alpha), logits=logits
+                loss=distill_loss(logits, target, labels, temperature, alpha),
+                logits=logits,
             )
 
     return Pair()
@@ -144,7 +149,12 @@ def run_distill(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     student.eval().save_pretrained(run.out)
     processor.save_pretrained(run.out)
     art = save_compressed(
-        run.out, run.source, "transformers", run.location, method="distill", student=step.student
+        run.out,
+        run.source,
+        "transformers",
+        run.location,
+        method="distill",
+        student=step.student,
     )
     facts = {
         "teacher_params": n_teacher,
@@ -155,4 +165,4 @@ def run_distill(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     return art, facts
 
 
-METHODS.add("distill", Method("distill", TASKS, ("transformers",), run_distill))
+METHODS.add("distill", Method("distill", TASKS, lambda step: ("transformers",), run_distill))

@@ -10,6 +10,8 @@ from lmforge.compress.artifact import ONNX_FILE, Compressed, OnnxModel, save_com
 from lmforge.compress.methods import METHODS, Method, StepRun
 
 ONNX_TASKS = ("classification", "token-classification")
+# causal LMs: an instruction fine-tune, or a pretrain stage's model (no task: "pretrained")
+GGUF_TASKS = ("instruction", "pretrained")
 
 
 class LogitsOnly:
@@ -81,7 +83,10 @@ def export_onnx(model: Any, dest: Path, opset: int) -> Path:
             dynamo=True,
             input_names=["input_ids", "attention_mask"],
             output_names=["logits"],
-            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            dynamic_shapes={
+                "input_ids": {0: batch, 1: seq},
+                "attention_mask": {0: batch, 1: seq},
+            },
             opset_version=opset,
             external_data=False,
         )
@@ -110,7 +115,13 @@ def run_export(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
         )
     processor.save_pretrained(run.out)
     art = save_compressed(
-        run.out, run.source, "onnx", run.location, method="export", file=ONNX_FILE, opset=step.opset
+        run.out,
+        run.source,
+        "onnx",
+        run.location,
+        method="export",
+        file=ONNX_FILE,
+        opset=step.opset,
     )
     return art, {"max_abs_diff": diff, "opset": step.opset}
 
@@ -118,10 +129,20 @@ def run_export(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
 def _check(step: Any, task: str) -> None:
     if step.format == "onnx" and task not in ONNX_TASKS:
         raise ValueError(f"format: ONNX export supports {', '.join(ONNX_TASKS)}, not {task!r}")
-    if step.format == "gguf" and task != "causal-lm":
-        raise ValueError(f"format: GGUF export is for causal LMs (task causal-lm), not {task!r}")
+    if step.format == "gguf" and task not in GGUF_TASKS:
+        raise ValueError(
+            f"format: GGUF export is for causal LMs (a pretrained or instruction model), "
+            f"not a {task!r} model"
+        )
 
 
 METHODS.add(
-    "export", Method("export", ONNX_TASKS + ("causal-lm",), ("transformers",), run_export, _check)
+    "export",
+    Method(
+        "export",
+        ONNX_TASKS + GGUF_TASKS,
+        lambda step: ("transformers",),
+        run_export,
+        _check,
+    ),
 )

@@ -41,7 +41,8 @@ class Method:
 
     name: str
     tasks: tuple[str, ...]  # tasks whose models it compresses; checked before any work
-    formats: tuple[str, ...]  # input formats it reads (transformers, onnx, torch-int8)
+    # (step config) -> the input formats that step reads (transformers, onnx, torch-int8)
+    formats: Callable[[Any], tuple[str, ...]]
     run: Callable[[StepRun], tuple[Compressed, dict[str, Any]]]
     # (step config, task name) -> None or raise ValueError: limits of one setting
     check: Callable[[Any, str], None] | None = None

@@ -49,7 +49,10 @@ def mlp_pairs(model: Any) -> list[tuple[Any, Any]]:
     """
     pairs = []
     for module in model.base_model.modules():
-        inter, out = getattr(module, "intermediate", None), getattr(module, "output", None)
+        inter, out = (
+            getattr(module, "intermediate", None),
+            getattr(module, "output", None),
+        )
         if inter is not None and hasattr(inter, "dense") and hasattr(out, "dense"):
             pairs.append((inter.dense, out.dense))
     if not pairs:
@@ -71,7 +74,10 @@ def prune_neurons(model: Any, sparsity: float) -> int:
     for up, down in pairs:
         score = up.weight.norm(dim=1) * down.weight.norm(dim=0)  # (intermediate,)
         idx = torch.topk(score, keep).indices.sort().values
-        new_up, new_down = prune_linear_layer(up, idx, dim=0), prune_linear_layer(down, idx, dim=1)
+        new_up, new_down = (
+            prune_linear_layer(up, idx, dim=0),
+            prune_linear_layer(down, idx, dim=1),
+        )
         for parent in model.base_model.modules():
             for name, child in parent.named_children():
                 if child is up:
@@ -142,4 +148,4 @@ def run_prune(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     return art, facts
 
 
-METHODS.add("prune", Method("prune", TASKS, ("transformers",), run_prune))
+METHODS.add("prune", Method("prune", TASKS, lambda step: ("transformers",), run_prune))

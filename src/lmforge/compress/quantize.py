@@ -70,7 +70,10 @@ def _torch_int8(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
         modules=run.step.modules,
     )
     engine = torch.backends.quantized.engine
-    return art, {"int8_modules": count, "kernel": f"quantized::linear_dynamic ({engine})"}
+    return art, {
+        "int8_modules": count,
+        "kernel": f"quantized::linear_dynamic ({engine})",
+    }
 
 
 def _onnx_int8(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
@@ -92,7 +95,10 @@ def _onnx_int8(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
         count = count_onnx_ops(target, "MatMulInteger")
         if count == 0:
             raise run.fail("modules", "ONNX Runtime quantized no MatMul of this model")
-        facts: dict[str, Any] = {"int8_matmuls": count, "kernel": "MatMulInteger (onnxruntime)"}
+        facts: dict[str, Any] = {
+            "int8_matmuls": count,
+            "kernel": "MatMulInteger (onnxruntime)",
+        }
         if run.source.format != "onnx":  # int8 is not exact: record how far it moved
             facts["max_abs_diff"] = onnx_max_diff(
                 model, target, parity_batches(model.config.vocab_size)
@@ -118,7 +124,12 @@ def _half(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     model.to(dtype).save_pretrained(run.out)
     processor.save_pretrained(run.out)
     art = save_compressed(
-        run.out, run.source, "transformers", run.location, method="quantize", scheme=run.step.scheme
+        run.out,
+        run.source,
+        "transformers",
+        run.location,
+        method="quantize",
+        scheme=run.step.scheme,
     )
     return art, {"dtype": str(dtype).removeprefix("torch.")}
 
@@ -128,20 +139,29 @@ def run_quantize(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     if step.scheme != "int8-dynamic":
         if run.source.format != "transformers":
             raise run.fail(
-                "scheme", f"{step.scheme} needs a transformers model, not {run.source.format}"
+                "scheme",
+                f"{step.scheme} needs a transformers model, not {run.source.format}",
             )
         return _half(run)
     if step.engine == "torch":
         if run.source.format != "transformers":
             raise run.fail(
-                "engine", f"torch quantizes a transformers model, not {run.source.format}"
+                "engine",
+                f"torch quantizes a transformers model, not {run.source.format}",
             )
         return _torch_int8(run)
     if run.source.format == "torch-int8":
         raise run.fail(
-            "input", "the input is already int8 (torch); quantize the fp32 model instead"
+            "input",
+            "the input is already int8 (torch); quantize the fp32 model instead",
         )
     return _onnx_int8(run)
 
 
-METHODS.add("quantize", Method("quantize", TASKS, ("transformers", "onnx"), run_quantize))
+def _reads(step: Any) -> tuple[str, ...]:
+    if step.scheme == "int8-dynamic" and step.engine == "onnxruntime":
+        return ("transformers", "onnx")  # a transformers model is exported first
+    return ("transformers",)
+
+
+METHODS.add("quantize", Method("quantize", TASKS, _reads, run_quantize))

@@ -47,9 +47,9 @@ def check_steps(cfg: CompressConfig, task: str, source_format: str) -> None:
             except ValueError as e:
                 raise LmforgeError(f"{where}.{e}") from None
         fmt = last if step.input == "previous" else formats[step.input]
-        if fmt not in method.formats:
+        if fmt not in method.formats(step):
             raise LmforgeError(
-                f"{where}.input: {step.method} reads {' or '.join(method.formats)} models, and "
+                f"{where}.input: {step.method} reads {' or '.join(method.formats(step))} models, and "
                 f"its input is {fmt}; reorder the steps or set input: source"
             )
         last = formats[step.name] = _output_format(step, fmt)
@@ -128,7 +128,13 @@ def run_compress_stage(ctx: StageContext, out: Path) -> StageResult:
             finetune=fcfg,
             seed=ctx.recipe.seed,
         )
-        logger.info("compress: step %d %s (%s) on %s", i, step.name, step.method, given.path.name)
+        logger.info(
+            "compress: step %d %s (%s) on %s",
+            i,
+            step.name,
+            step.method,
+            given.path.name,
+        )
         last, facts = methods.get(step.method).run(run)
         made[step.name] = last
         steps[step.name] = {"method": step.method, "input": given.path.name, **facts}
