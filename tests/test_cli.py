@@ -257,6 +257,14 @@ E2E_OVERRIDES = {
         "evaluate.latency_repeats=1",
         "evaluate.max_examples=8",
     ],
+    "compress-bbc": [
+        "data.sources.0.limit=150",
+        *TINY_FINETUNE,
+        "compress.steps.4.recovery_epochs=0",
+        "compress.steps.6.epochs=1",
+        "compress.profile=false",
+        "compress.max_examples=8",
+    ],
     "instruct": [  # a llama-tiny on this run's BPE tokenizer instead of SmolLM2: seconds
         "data.sources.0.limit=150",
         "tokenizer.vocab_size=600",

@@ -575,6 +575,26 @@ def explain(
     _echo(f"results: {summary['out']}")
 
 
+@app.command()
+def improve(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with a fine-tuned model.")],
+    feedback_db: Annotated[
+        Path | None,
+        typer.Option("--feedback-db", help="SQLite file (default: RUN/serve/feedback.sqlite)."),
+    ] = None,
+) -> None:
+    """Re-run the fine-tune on train + served corrections; before/after on the same test split."""
+    from lmforge.improve.run import improve as run_improve
+
+    entry = run_improve(run_dir, feedback_db)
+    _echo(f"corrections: {entry['corrections']} (skipped: {entry['skipped']})")
+    for key, before in entry["before"].items():
+        after = entry["after"].get(key)
+        shown = _fmt(after) if after is not None else "-"
+        _echo(f"  {key:<24} {_fmt(before)} -> {shown}")
+    _echo(f"recorded in {run_dir / 'summary.json'} (improve); restart lmforge serve to serve it")
+
+
 @recipes_app.callback(invoke_without_command=True)
 def recipes_list(ctx: typer.Context) -> None:
     """List built-in recipes with a one-line description."""

@@ -1,0 +1,1 @@
+"""``lmforge improve RUN_DIR``: learn from the corrections users sent to ``lmforge serve``."""
