@@ -72,6 +72,10 @@ CONTRACT_OVERRIDES = [
     *test_cli.E2E_OVERRIDES["sentiment-zh"],
     "evaluate={profile: false, max_examples: 8}",
     "compress={steps: [{method: quantize, scheme: bf16}], profile: false, max_examples: 8}",
+    "explain={examples: 1, attribution: {steps: 4, aopc_k: 2, random_runs: 1}, "
+    "attacks: {methods: [zh-char], max_examples: 2, candidates: 2}, "
+    "tcav: {concepts: [{name: praise, builtin: praise-zh, target: pos}], layers: [layer.0], "
+    "random_runs: 2, random_examples: 6, max_targets: 4}}",
 ]
 
 
