@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 
+from lmforge.core import plots
 from lmforge.core.plots import figure
 
 
@@ -29,3 +31,33 @@ def test_a_failing_plot_writes_no_file(tmp_path):
     except RuntimeError:
         pass
     assert not (tmp_path / "p.png").exists()
+
+
+def test_the_installed_cjk_font_draws_chinese(tmp_path):
+    name = plots.find_cjk_font()
+    assert name is not None, plots.INSTALL_HINT  # part of the README's install
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with plots.figure(tmp_path / "zh.png", (3, 2)) as (_, ax):
+            ax.set_title("体育 政治 sport")
+            ax.set_xticks([0, 1], ["正面", "负面"])
+    assert not [w for w in caught if "missing from" in str(w.message)]
+    assert (tmp_path / "zh.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_without_a_cjk_font_one_warning_names_the_package(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(plots, "find_cjk_font", lambda: None)
+    with caplog.at_level(logging.WARNING, logger="lmforge"):
+        with plots.figure(tmp_path / "zh.png", (3, 2)) as (_, ax):
+            ax.set_title("体育")
+        with plots.figure(tmp_path / "en.png", (3, 2)) as (_, ax):
+            ax.set_title("sport")
+    hints = [r for r in caplog.records if "fonts-noto-cjk" in r.getMessage()]
+    assert len(hints) == 1 and "zh.png" in hints[0].getMessage()
+
+
+def test_a_font_without_chinese_glyphs_does_not_count():
+    from matplotlib import font_manager
+
+    dejavu = font_manager.findfont("DejaVu Sans")
+    assert not plots._covers(dejavu, plots.CJK_PROBE)

@@ -1,14 +1,17 @@
 """One way to draw a figure: no pyplot global state, a CJK-capable font, PNG written whole.
 
-Every plot lmforge saves (loss curves, confusion matrices, per-type scores, few-shot curves)
-goes through ``figure()``, so they share a style and Chinese labels render wherever a CJK
-font is installed (otherwise matplotlib's per-glyph "missing from font" warnings are
-silenced rather than flooding the log).
+Every plot lmforge saves (loss curves, confusion matrices, per-type scores, few-shot curves,
+attention maps) goes through ``figure()``, so they share a style and Chinese labels render
+wherever a CJK font is installed. The font lmforge's install names is Noto Sans CJK (Debian /
+Ubuntu: ``apt-get install fonts-noto-cjk``); any font of ``CJK_FONTS`` that really holds the
+glyphs is used. Without one, matplotlib's per-glyph "missing from font" warnings are silenced
+and one warning per figure with Chinese text says what to install instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,12 +33,40 @@ CJK_FONTS = (
 )
 
 
+CJK_PROBE = "中文体育政治经济"  # characters a CJK font must draw to count as one
+INSTALL_HINT = (
+    "install a CJK font so Chinese text renders instead of empty boxes: "
+    "apt-get install fonts-noto-cjk (Debian/Ubuntu), then rm -rf ~/.cache/matplotlib"
+)
+
+
+def _covers(path: str, text: str) -> bool:
+    """Whether the font file at ``path`` has a glyph for every character of ``text``."""
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        charmap = FT2Font(path).get_charmap()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return all(ord(c) in charmap for c in text)
+
+
+@functools.cache
 def find_cjk_font() -> str | None:
-    """Name of the first installed font from ``CJK_FONTS``, or None if there is none."""
+    """Name of the first installed font from ``CJK_FONTS`` that draws Chinese, or None."""
     from matplotlib import font_manager
 
-    installed = {font.name for font in font_manager.fontManager.ttflist}
-    return next((name for name in CJK_FONTS if name in installed), None)
+    paths: dict[str, str] = {}
+    for font in font_manager.fontManager.ttflist:
+        paths.setdefault(font.name, font.fname)
+    return next(
+        (name for name in CJK_FONTS if name in paths and _covers(paths[name], CJK_PROBE)), None
+    )
+
+
+def has_cjk(text: str) -> bool:
+    """Whether ``text`` holds CJK ideographs (the characters a Latin font lacks)."""
+    return any("\u3400" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff" for c in text)
 
 
 @contextlib.contextmanager
@@ -50,6 +81,9 @@ def figure(
     from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    from lmforge.core.log import logger
 
     font = find_cjk_font()
     rc = {"font.sans-serif": [font, "DejaVu Sans"], "font.family": "sans-serif"} if font else {}
@@ -60,6 +94,8 @@ def figure(
         fig = Figure(figsize=size, layout="constrained" if constrained else None)
         FigureCanvasAgg(fig)
         yield fig, fig.add_subplot()
+        if font is None and any(has_cjk(t.get_text()) for t in fig.findobj(Text)):
+            logger.warning("figure %s has Chinese text but no CJK font: %s", path, INSTALL_HINT)
         if not constrained:
             fig.tight_layout()
         fig.savefig(path, dpi=dpi)
