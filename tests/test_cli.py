@@ -257,6 +257,17 @@ E2E_OVERRIDES = {
         "evaluate.latency_repeats=1",
         "evaluate.max_examples=8",
     ],
+    "explain-bbc": [
+        "data.sources.0.limit=150",
+        *TINY_FINETUNE,
+        "explain.examples=1",
+        "explain.attribution={steps: 4, aopc_k: 2, random_runs: 1}",
+        "explain.attacks={methods: [char, word], max_examples: 2, candidates: 2}",
+        "explain.tcav.layers=[layer.0]",
+        "explain.tcav.random_runs=2",
+        "explain.tcav.random_examples=6",
+        "explain.tcav.max_targets=4",
+    ],
     "compress-bbc": [
         "data.sources.0.limit=150",
         *TINY_FINETUNE,
