@@ -26,7 +26,7 @@ from typing import Any, Literal
 from lmforge.core.errors import LmforgeError
 from lmforge.core.manifest import Manifest, write_manifest
 
-Format = Literal["transformers", "onnx", "torch-int8"]
+Format = Literal["transformers", "onnx", "torch-int8", "gguf"]
 ONNX_FILE = "model.onnx"
 TORCH_INT8_FILE = "model_int8.pt"
 

@@ -97,11 +97,11 @@ def run_export(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     from lmforge.compress.artifact import load_compressed
 
     step = run.step
-    model, processor, task, _ = load_compressed(run.source.path)
     if step.format == "gguf":
-        from lmforge.compress.gguf import export_gguf
+        from lmforge.compress.gguf import export_gguf, load_causal_lm
 
-        return export_gguf(run, model, processor)
+        return export_gguf(run, *load_causal_lm(run.source.path))
+    model, processor, task, _ = load_compressed(run.source.path)
     if task.name not in ONNX_TASKS:
         raise run.fail("format", f"ONNX export supports {', '.join(ONNX_TASKS)}, not {task.name!r}")
     model = model.float()
