@@ -360,6 +360,31 @@ def schema(
 
 
 @app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (what `lmforge run` printed).")],
+) -> None:
+    """Rebuild RUN_DIR/report.html: one self-contained page with a section per stage."""
+    from lmforge.report import report_command
+
+    _echo(f"report: {report_command(run_dir)}")
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="Two or more run directories, shown side by side.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Where to write the page (a file or a directory).")
+    ] = Path("compare.html"),
+) -> None:
+    """Runs side by side: differing recipe keys, every metric, and overlaid curves (one page)."""
+    from lmforge.report import compare_runs
+
+    _echo(f"comparison: {compare_runs(run_dirs, out)}")
+
+
+@app.command()
 def cost(
     params: Annotated[
         str | None, typer.Option("--params", help="Parameters N: 7e9, 6.7B, 125M.")
