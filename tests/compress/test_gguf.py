@@ -74,3 +74,27 @@ def test_gguf_refuses_what_it_cannot_write(tmp_path, en_texts):
     write_manifest(encoder, Manifest(kind="pretrained", objective="mlm"))
     with pytest.raises(LmforgeError, match=r"steps\.0 \(export\)\.format: GGUF .* Llama"):
         export(encoder, tmp_path)
+
+
+@pytest.mark.slow
+def test_the_stage_exports_this_runs_pretrained_llama_to_gguf(tmp_path):
+    """pretrain-gpt-shakespeare with a llama-tiny, then compress: model pretrain -> GGUF."""
+    import json
+
+    import test_cli
+
+    from lmforge.recipe import load_recipe
+    from lmforge.runner import run_recipe
+
+    sets = [
+        *test_cli.E2E_OVERRIDES["pretrain-gpt-shakespeare"],
+        "pretrain.model.preset=llama-tiny",
+        "compress={model: pretrain, steps: [{method: export, format: gguf}]}",
+    ]
+    outcome = run_recipe(load_recipe("pretrain-gpt-shakespeare", sets), out=tmp_path)
+    assert "compress" in outcome.ran
+    pareto = json.loads((tmp_path / "compress" / "pareto.json").read_text())
+    gguf = {p["name"]: p for p in pareto["unscored"]}["export"]
+    assert gguf["step"]["max_abs_diff"] <= 1e-4 and gguf["params"] > 0
+    manifest = json.loads((tmp_path / "compress" / "export" / "lmforge.json").read_text())
+    assert manifest["settings"]["format"] == "gguf" and manifest["location"] == "compress/export"

@@ -138,8 +138,9 @@ class CompressConfig(StrictModel):
 
     model: str = Field(
         "finetune",
-        description="The source model: 'finetune' (this run's merged model, else model/) or a "
-        "model directory lmforge saved. It is never modified.",
+        description="The source model: 'finetune' (this run's merged model, else model/), "
+        "'pretrain' (this run's causal LM: GGUF export only) or a model directory lmforge "
+        "saved. It is never modified.",
     )
     steps: list[Step] = Field(min_length=1, description="Compression steps, in order.")
     max_examples: PositiveInt | None = Field(
@@ -156,6 +157,13 @@ class CompressConfig(StrictModel):
         True,
         description="Measure latency and peak RSS in a fresh process; false skips it.",
     )
+
+    @model_validator(mode="after")
+    def _model(self) -> CompressConfig:
+        from lmforge.models.refs import check_model_ref
+
+        check_model_ref(self.model)  # ValueError naming a path that is no model
+        return self
 
     @model_validator(mode="after")
     def _names(self) -> CompressConfig:

@@ -33,6 +33,27 @@ def count_params(model: Any, path: Path) -> int:
     return total
 
 
+def footprint(path: Path) -> dict[str, Any]:
+    """Parameters and size on disk of an artefact no task scores (GGUF, a pretrained LM)."""
+    import math
+
+    from lmforge.compress.artifact import artifact_format
+    from lmforge.evaluate.profile import dir_megabytes
+
+    if artifact_format(path).format == "gguf":
+        import gguf
+
+        params = sum(int(t.n_elements) for t in gguf.GGUFReader(path / "model.gguf").tensors)
+    else:
+        from safetensors import safe_open
+
+        params = 0
+        for f in path.glob("*.safetensors"):
+            with safe_open(f, "pt") as st:
+                params += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())  # noqa: SIM118
+    return {"params": params, "size_mb": dir_megabytes(path)}
+
+
 def quality(path: Path, docs: list[Any], fcfg: Any) -> dict[str, Any]:
     """The task's metrics on ``docs`` plus parameters and size on disk."""
     from lmforge.compress.artifact import load_compressed

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lmforge.compress.artifact import Compressed
 from lmforge.compress.config import CompressConfig
 from lmforge.core.errors import LmforgeError
 from lmforge.core.log import logger
@@ -89,8 +90,8 @@ def _train_data(ctx: StageContext, fcfg: Any, source: Path) -> Any:
 
 def run_compress_stage(ctx: StageContext, out: Path) -> StageResult:
     from lmforge.compress.artifact import artifact_format
-    from lmforge.compress.methods import StepRun, load_methods
     from lmforge.compress.score import (
+        footprint,
         input_batches,
         pareto_front,
         plot_tradeoff,
@@ -105,44 +106,29 @@ def run_compress_stage(ctx: StageContext, out: Path) -> StageResult:
     cfg: CompressConfig = ctx.recipe.compress
     source_path = resolve_model_ref(cfg.model, ctx.root)
     files = inspect_artifact(source_path)
-    if files.task is None:
-        raise LmforgeError(f"compress.model: {source_path} has no lmforge.json naming its task")
     source = artifact_format(source_path)
-    check_steps(cfg, files.task.name, source.format)
+    check_steps(cfg, files.task.name if files.task else "pretrained", source.format)
+    if files.task is None:  # a pretrained LM: GGUF export only (check_steps made sure)
+        return _export_only(ctx, cfg, source, out)
     fcfg = scoring_config(files, ctx.recipe.finetune)
     docs = scored_split(ctx.recipe.finetune, ctx)[: cfg.max_examples]
-    methods, made = load_methods(), {"source": source}
+    made: dict[str, Compressed] = {"source": source}
     steps: dict[str, Any] = {}
     last = source
+    train_data = _train_data(ctx, fcfg, source_path)
     for i, step in enumerate(cfg.steps):
-        dest = out / step.name
-        dest.mkdir(parents=True)
         given = last if step.input == "previous" else made[step.input]
-        run = StepRun(
-            step=step,
-            index=i,
-            source=given,
-            out=dest,
-            location=f"compress/{step.name}",
-            train_data=_train_data(ctx, fcfg, source_path),
-            finetune=fcfg,
-            seed=ctx.recipe.seed,
-        )
-        logger.info(
-            "compress: step %d %s (%s) on %s",
-            i,
-            step.name,
-            step.method,
-            given.path.name,
-        )
-        last, facts = methods.get(step.method).run(run)
+        last, steps[step.name] = _run_step(ctx, i, step, given, out, train_data, fcfg)
         made[step.name] = last
-        steps[step.name] = {"method": step.method, "input": given.path.name, **facts}
     # score every artefact on the same test examples and the same input tensors
     batches = input_batches(source_path, docs, fcfg, cfg.latency_batch_sizes)
-    points = []
+    points, unscored = [], []
     for name, art in made.items():
         logger.info("compress: scoring %s", name)
+        if art.format == "gguf":  # llama.cpp's format: the step checked its logits
+            unscored.append({"name": name, "format": "gguf", **footprint(art.path)})
+            unscored[-1]["step"] = steps[name]
+            continue
         point = {"name": name, "format": art.format, **quality(art.path, docs, fcfg)}
         if cfg.profile:
             point.update(profile(art.path, batches, cfg.latency_repeats))
@@ -154,7 +140,10 @@ def run_compress_stage(ctx: StageContext, out: Path) -> StageResult:
     front = pareto_front(points)
     for p in points:
         p["pareto"] = p["name"] in front
-    write_json_atomic(out / "pareto.json", {"test_examples": len(docs), "artefacts": points})
+    write_json_atomic(
+        out / "pareto.json",
+        {"test_examples": len(docs), "artefacts": points, "unscored": unscored},
+    )
     plot_tradeoff(points, out / "tradeoff.png", f"{ctx.recipe.name}: compress")
     metrics = {p["name"]: _headline(p) for p in points}
     for p in points:
@@ -162,6 +151,58 @@ def run_compress_stage(ctx: StageContext, out: Path) -> StageResult:
     artifacts = {"pareto": "pareto.json", "tradeoff_plot": "tradeoff.png"}
     artifacts.update({name: name for name in steps})
     return StageResult(metrics={**metrics, "pareto": front}, artifacts=artifacts)
+
+
+def _run_step(
+    ctx: StageContext,
+    index: int,
+    step: Any,
+    given: Compressed,
+    out: Path,
+    train_data: Any,
+    fcfg: Any,
+) -> tuple[Compressed, dict[str, Any]]:
+    """Run one step into ``out/<name>``; returns its artefact and what it did."""
+    from lmforge.compress.methods import StepRun, load_methods
+
+    dest = out / step.name
+    dest.mkdir(parents=True)
+    run = StepRun(
+        step=step,
+        index=index,
+        source=given,
+        out=dest,
+        location=f"compress/{step.name}",
+        train_data=train_data,
+        finetune=fcfg,
+        seed=ctx.recipe.seed,
+    )
+    logger.info("compress: step %d %s (%s) on %s", index, step.name, step.method, given.path.name)
+    art, facts = load_methods().get(step.method).run(run)
+    return art, {"method": step.method, "input": given.path.name, **facts}
+
+
+def _export_only(
+    ctx: StageContext, cfg: CompressConfig, source: Compressed, out: Path
+) -> StageResult:
+    """A pretrained causal LM (no task to score): its GGUF exports and their footprints."""
+    from lmforge.compress.score import footprint
+    from lmforge.core.atomic import write_json_atomic
+
+    made, points = {"source": source}, [{"name": "source", **footprint(source.path)}]
+    last = source
+    for i, step in enumerate(cfg.steps):
+        given = last if step.input == "previous" else made[step.input]
+        last, facts = _run_step(ctx, i, step, given, out, None, None)
+        made[step.name] = last
+        points.append(
+            {"name": step.name, "format": last.format, **footprint(last.path), "step": facts}
+        )
+    pareto = {"test_examples": 0, "artefacts": [], "unscored": points}
+    write_json_atomic(out / "pareto.json", pareto)
+    metrics = {p["name"]: {k: p[k] for k in ("params", "size_mb")} for p in points}
+    artifacts = {"pareto": "pareto.json", **{name: name for name in made if name != "source"}}
+    return StageResult(metrics=metrics, artifacts=artifacts)
 
 
 def _relative_to_source(points: list[dict[str, Any]]) -> None:
@@ -189,8 +230,18 @@ def _inputs(recipe: Any) -> Any:
 
 
 def _check(recipe: Any) -> None:
-    if recipe.finetune is None:
+    ref = recipe.compress.model
+    if ref in ("pretrain", "finetune") and getattr(recipe, ref) is None:
+        raise ValueError(f"compress.model: {ref!r} names a stage this recipe does not run")
+    gguf_only = all(s.method == "export" and s.format == "gguf" for s in recipe.compress.steps)
+    if recipe.finetune is None and not gguf_only:
         raise ValueError("compress: needs a finetune section (its task, data and test split)")
+    if recipe.finetune is None:
+        if recipe.compress.model == "finetune":
+            raise ValueError(
+                "compress.model: there is no finetune section; name 'pretrain' or a model directory"
+            )
+        return
     from lmforge.finetune.fewshot_config import INFERENCE_METHODS
 
     if recipe.compress.model == "finetune" and recipe.finetune.method in INFERENCE_METHODS:
@@ -212,6 +263,6 @@ SPEC = StageSpec(
     description="Distill, prune, quantize and export the fine-tuned model; score every artefact.",
     run=run_compress_stage,
     inputs=_inputs,
-    needs=("data", "finetune"),
+    needs=("data", "pretrain", "finetune"),
     check=_check,
 )
