@@ -246,3 +246,18 @@ def test_a_stage_killed_mid_way_shows_its_work_folder(fake_run):
     assert "Not finished" in found["pretrain"] and "Loss per step" in found["pretrain"]
     assert "Did not run" in found["finetune"]
     assert "incomplete" in found["overview"]
+
+
+def test_interrupted_and_stale_stages_say_so(fake_run):
+    summary = json.loads((fake_run / "summary.json").read_text())
+    summary["stages"]["evaluate"] = {"status": "done", "seconds": 1, "metrics": {"size_mb": 9.0}}
+    summary["stages"]["pretrain"].update(status="interrupted", error="interrupted (Ctrl-C)")
+    summary["stages"]["finetune"].update(status="stale", stale_because="'pretrain' was rerun")
+    (fake_run / "summary.json").write_text(json.dumps(summary))
+    (fake_run / "pretrain").rename(fake_run / ".pretrain.partial")
+    found = sections_of(build_report(fake_run))
+    assert "stage interrupted: interrupted (Ctrl-C)" in found["pretrain"]
+    assert "Loss per step" in found["pretrain"]  # from the kept work folder
+    assert "Stale: &#39;pretrain&#39; was rerun" in found["finetune"]
+    assert "Confusion matrix" in found["finetune"]  # its outputs are complete
+    assert "interrupted in stage pretrain" in found["overview"]

@@ -4,22 +4,23 @@ recipe it ran from."""
 from __future__ import annotations
 
 from lmforge.report.blocks import Block, Code, Details, KeyValues, Section, Table, Text, fmt, label
-from lmforge.report.run import RunView
+from lmforge.report.run import COMPLETE, STOPPED, RunView
 
 HEADLINE_COUNT = 3
 
 
 def overview_section(run: RunView) -> Section:
     stages = [run.stage(name) for name in run.stage_names]
-    failed = [s.name for s in stages if s.status == "failed"]
+    failed = [s.name for s in stages if s.status in STOPPED]
+    stale = [s.name for s in stages if s.status == "stale"]
     total = sum(s.seconds or 0.0 for s in stages if not s.entry.get("cached"))
-    outcome = (
-        f"failed in stage {', '.join(failed)}"
-        if failed
-        else "complete"
-        if stages and all(s.status in ("done", "skipped") for s in stages)
-        else "incomplete (interrupted, or still running)"
-    )
+    if failed:
+        how = " or ".join(sorted({s.status for s in stages if s.name in failed}))
+        outcome = f"{how} in stage {', '.join(failed)}"
+    elif stages and all(s.status in COMPLETE for s in stages):
+        outcome = "complete" + (f" ({', '.join(stale)} stale)" if stale else "")
+    else:
+        outcome = "incomplete (interrupted, or still running)"
     versions = run.recipe.get("versions") if isinstance(run.recipe.get("versions"), dict) else {}
     facts = [
         ("run", run.name),

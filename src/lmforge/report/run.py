@@ -15,6 +15,10 @@ from typing import Any
 from lmforge.core.errors import LmforgeError
 
 RUN_FILES = ("summary.json", "recipe.yaml")
+# statuses whose stage folder is complete (stale: made from upstream outputs since replaced)
+COMPLETE = ("done", "stale", "skipped")
+# statuses of a stage that started and stopped early, keeping its work folder if resumable
+STOPPED = ("failed", "interrupted")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -131,7 +135,7 @@ class StageView:
         """The completed stage folder; for a stage that failed or has not finished, the work
         folder it kept (a completed folder there is an earlier run's output, not this one's)."""
         final, partial = self.run.root / self.name, self.run.root / f".{self.name}.partial"
-        folder = final if self.status in ("done", "skipped") else partial
+        folder = final if self.status in COMPLETE else partial
         return folder if folder.is_dir() else None
 
     def path(self, relative: str) -> Path | None:

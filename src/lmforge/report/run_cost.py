@@ -14,7 +14,7 @@ from lmforge.report.run import RunView
 
 def cost_section(run: RunView) -> Section | None:
     stages = [run.stage(n) for n in run.stage_names]
-    stages = [s for s in stages if s.status in ("done", "failed")]
+    stages = [s for s in stages if s.status not in ("skipped", "not run")]
     if not stages:
         return None
     rows = []

@@ -31,7 +31,7 @@ from lmforge.report.blocks import (
     label,
 )
 from lmforge.report.plots import IMAGE_TYPES, image
-from lmforge.report.run import StageView
+from lmforge.report.run import STOPPED, StageView
 
 Renderer = Callable[[StageView], list[Block]]
 
@@ -69,8 +69,12 @@ def render_stage(view: StageView) -> Section:
     spec = registry.get(view.name) if view.name in registry else None
     title = spec.title if spec else label(view.name).capitalize()
     blocks: list[Block] = []
-    if view.status == "failed":
-        blocks.append(Failure(f"stage failed: {view.entry.get('error') or 'no message recorded'}"))
+    if view.status in STOPPED:
+        error = view.entry.get("error") or "no message recorded"
+        blocks.append(Failure(f"stage {view.status}: {error}"))
+    if view.status == "stale":
+        because = view.entry.get("stale_because") or "a stage it reads has changed since"
+        blocks.append(Text(f"Stale: {because}. Rerun the stage to refresh it.", "warning"))
     unfinished = view.status == "not run" and view.dir is not None
     if unfinished:
         blocks.append(
@@ -80,7 +84,7 @@ def render_stage(view: StageView) -> Section:
                 "warning",
             )
         )
-    if view.status in ("done", "failed") or unfinished:
+    if view.status in ("done", "stale", *STOPPED) or unfinished:
         try:
             blocks += spec.render(view) if spec else generic_blocks(view)
         except Exception as e:  # odd data must not cost the reader the rest of the page
@@ -112,7 +116,7 @@ def prune(blocks: list[Block]) -> list[Block]:
 
 def _subtitle(view: StageView) -> str:
     parts = []
-    if view.seconds is not None and view.status in ("done", "failed"):
+    if view.seconds is not None and view.status != "skipped":
         parts.append(f"{view.seconds:,.1f} s")
     if view.entry.get("cached"):
         parts.append("unchanged since an earlier run, reused")
