@@ -129,6 +129,8 @@ def profile(path: Path, batches: dict[int, dict[str, Any]], repeats: int) -> dic
 
     import torch
 
+    from lmforge.evaluate.profile import PROFILE_TIMEOUT_S
+
     ctx = mp.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
     args = (str(path), batches, repeats, torch.get_num_threads(), sender)
@@ -136,6 +138,11 @@ def profile(path: Path, batches: dict[int, dict[str, Any]], repeats: int) -> dic
     proc.start()
     sender.close()
     try:
+        if not receiver.poll(PROFILE_TIMEOUT_S):  # alive but silent this long: stuck
+            raise LmforgeError(
+                f"compress: profiling {path} gave no result in {PROFILE_TIMEOUT_S} s; set "
+                "compress.profile: false to skip it"
+            )
         result = receiver.recv()
     except EOFError:
         raise LmforgeError(
