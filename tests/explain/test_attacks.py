@@ -74,3 +74,17 @@ def test_augment_keeps_labels_and_adds_perturbed_copies():
     for d in out[40:]:
         assert d.text not in originals
     assert adversarial_augment(docs, "char", share=0.5, seed=1) == out  # seeded
+
+
+def test_attacks_leave_what_truncation_cuts_off(keyword_clf):
+    import dataclasses
+
+    from lmforge.explain.attacks import attack_text
+
+    clf = dataclasses.replace(keyword_clf, max_length=8)
+    text = "the market said " + "today city week " * 20
+    visible = clf.visible_chars(text)
+    assert 10 < visible < 40
+    r = attack_text(ATTACKS.get("char"), clf, text, clf.labels.index("business"), max_share=1.0)
+    assert r.units <= 6  # only the words inside the first 8 tokens were candidates
+    assert r.perturbed.endswith(text[visible:])

@@ -56,6 +56,18 @@ class Classifier:
         )
         return {k: v.to(self.device) for k, v in enc.items() if k != "token_type_ids"}
 
+    def visible_chars(self, text: str) -> int:
+        """How many leading characters of ``text`` survive truncation to ``max_length``
+        (what lies beyond cannot change a prediction, so attacks leave it alone)."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            return len(text)
+        enc = self.tokenizer(
+            text, truncation=True, max_length=self.max_length, return_offsets_mapping=True
+        )
+        ends = [end for _, end in enc["offset_mapping"] if end]
+        full = len(self.tokenizer(text)["input_ids"]) <= self.max_length
+        return len(text) if full or not ends else max(ends)
+
     def probs(self, texts: list[str]) -> Any:
         """Softmax probabilities, shape (N, C) numpy; each text counts as one query."""
         import numpy as np

@@ -60,7 +60,7 @@ class AttackResult:
     status: str  # "success", "failed" (no flip within budget), "skipped" (already wrong)
     queries: int
     changed: int  # units replaced
-    units: int  # units in the text
+    units: int  # units in the part of the text the model reads (max_length)
 
     @property
     def success(self) -> bool:
@@ -93,7 +93,8 @@ def attack_text(
     start_queries = clf.queries
     probs = clf.probs([text])[0]
     pred = int(probs.argmax())
-    spans = attack.units(text)
+    visible = clf.visible_chars(text)  # units cut off by truncation cannot matter
+    spans = [s for s in attack.units(text) if s[1] <= visible]
     result = AttackResult(text, text, label, pred, pred, "skipped", 0, 0, len(spans))
     if pred != label or not spans:
         result.status = "skipped" if pred != label else "failed"
