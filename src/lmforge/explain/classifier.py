@@ -65,8 +65,8 @@ class Classifier:
             text, truncation=True, max_length=self.max_length, return_offsets_mapping=True
         )
         ends = [end for _, end in enc["offset_mapping"] if end]
-        full = len(self.tokenizer(text)["input_ids"]) <= self.max_length
-        return len(text) if full or not ends else max(ends)
+        cut = enc.encodings is not None and bool(enc.encodings[0].overflowing)
+        return max(ends) if cut and ends else len(text)
 
     def probs(self, texts: list[str]) -> Any:
         """Softmax probabilities, shape (N, C) numpy; each text counts as one query."""
