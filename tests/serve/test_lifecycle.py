@@ -58,3 +58,15 @@ def test_sigterm_finishes_the_request_in_flight(llama):
         raise AssertionError("still serving after SIGTERM")
     except httpx.ConnectError:
         pass
+
+
+def test_a_request_over_the_timeout_is_504_naming_the_flag(llama):
+    served = Served(llama, "--max-tokens", "3000", "--timeout", "1")
+    try:
+        body = {"model": "tiny-llama", "prompt": "The", "max_tokens": 3000, "temperature": 0}
+        r = httpx.post(served.url + "/v1/completions", json=body, timeout=60)
+        assert r.status_code == 504 and "--timeout" in r.json()["error"]["message"]
+        body["max_tokens"] = 2
+        assert httpx.post(served.url + "/v1/completions", json=body).status_code == 200
+    finally:
+        served.stop()

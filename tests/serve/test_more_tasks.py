@@ -98,3 +98,24 @@ def test_a_run_directory_serves_merged_then_model_then_pretrain(tmp_path, texts)
         served.stop()
     assert json.loads((run / "finetune" / "merged" / "lmforge.json").read_text())["kind"] == "full"
     assert (run / "serve" / "feedback.sqlite").is_file()  # the store lives in the run
+
+
+def test_an_onnx_artefact_of_the_compress_stage_is_served_with_onnxruntime(classifier, tmp_path):
+    from lmforge.compress.artifact import artifact_format, save_compressed
+    from lmforge.compress.export import export_onnx
+    from lmforge.tasks.artifact import load_artifact
+
+    dest = tmp_path / "onnx"
+    export_onnx(load_artifact(classifier).model, dest, 18)
+    save_compressed(dest, artifact_format(classifier), "onnx", "compress/onnx")
+    load_artifact(classifier).processor.save_pretrained(dest)
+    served = Served(dest)
+    try:
+        r = httpx.post(served.url + "/v1/classify", json={"texts": ["Shares fell"]}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert sum(r.json()["results"][0]["scores"].values()) == pytest.approx(1, abs=1e-4)
+        assert "(onnx)" in served.log.read_text()
+        r = httpx.post(served.url + "/v1/embeddings", json={"model": "onnx", "input": "x"})
+        assert r.status_code == 400 and "hidden states" in r.json()["error"]["message"]
+    finally:
+        served.stop()

@@ -192,7 +192,7 @@ class Server:
         self.sm, self.settings, self.limits, self.store = sm, settings, settings.limits, store
         self.metrics = ServerMetrics.create()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="lmforge-model")
-        self.context = context_limit(sm.model.config)
+        self.context = context_limit(getattr(sm.model, "config", None))  # None: ONNX
         self.created = int(time.time())
 
         def batcher(name: str, run: Any) -> Batcher:

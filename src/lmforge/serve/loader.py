@@ -4,8 +4,10 @@ Given a run directory the server serves the best model the run produced, in this
 ``finetune/merged`` (the adapter folded into plain weights: one model, no peft indirection per
 call), ``finetune/model`` (a whole model, or an adapter on ``finetune/base``), then
 ``pretrain/model`` (a causal LM from a ``clm`` pre-training, served for generation). It says
-which on start-up. A model directory is served as it is; one saved outside lmforge (no
-``lmforge.json``) is served for the task its ``config.json`` architecture names, or ``--task``.
+which on start-up. A model directory is served as it is - a compress step's artefact too
+(ONNX Runtime for ``model.onnx``, dynamic int8 for ``model_int8.pt``, as its manifest's
+``settings.format`` says); one saved outside lmforge (no ``lmforge.json``) is served for the
+task its ``config.json`` architecture names, or ``--task``.
 """
 
 from __future__ import annotations
@@ -146,13 +148,27 @@ def load_served(
             "image-classification|instruction"
         )
     info = files.info if files.info is not None else default_info(chosen, directory)
+    fmt = files.manifest.settings.get("format") if files.manifest is not None else None
+    if fmt in ("onnx", "torch-int8"):  # a compress step's artefact: compress's own loader
+        from lmforge.compress.artifact import load_compressed
+
+        model, processor, _, info = load_compressed(directory)
+        cfg = scoring_config(files, trust_remote_code=trust_remote_code)
+        return ServedModel(
+            name=name or _name(Path(path), directory),
+            path=directory,
+            task=chosen,
+            kind=f"{files.kind}, {fmt}",
+            info=info,
+            model=model,
+            processor=processor,
+            cfg=cfg,
+            why=f"{why}: {chosen} ({fmt})",
+        )
     art = load_artifact(directory, task=chosen, info=info, trust_remote_code=trust_remote_code)
     cfg = scoring_config(art, trust_remote_code=trust_remote_code)
-    model_name = name or (
-        Path(path).name if directory != Path(path) else directory.name
-    )  # the run's name for a run directory
     return ServedModel(
-        name=model_name,
+        name=name or _name(Path(path), directory),
         path=directory,
         task=chosen,
         kind=art.kind,
@@ -162,3 +178,8 @@ def load_served(
         cfg=cfg,
         why=f"{why}: {chosen} ({art.kind})",
     )
+
+
+def _name(given: Path, directory: Path) -> str:
+    """The model id: the run's name for a run directory, else the model directory's."""
+    return given.expanduser().resolve().name if directory != given else directory.name

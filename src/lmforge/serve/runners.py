@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from lmforge.core.errors import LmforgeError
 from lmforge.data.document import Document
 from lmforge.serve.loader import ServedModel
 
@@ -201,7 +202,13 @@ def embed(sm: ServedModel, texts: list[str]) -> list[tuple[list[float], int]]:
     enc = tok(texts, truncation=True, max_length=_embed_length(sm), padding=True)
     batch = {k: torch.tensor(v).to(_device(sm.model)) for k, v in enc.items()}
     with torch.no_grad():
-        hidden = sm.model(**batch, output_hidden_states=True).hidden_states[-1].float()
+        out = sm.model(**batch, output_hidden_states=True)
+    if getattr(out, "hidden_states", None) is None:  # an ONNX graph exports logits only
+        raise LmforgeError(
+            f"/v1/embeddings needs a model that returns hidden states; {sm.name} ({sm.kind}) "
+            "does not: serve its transformers directory for embeddings"
+        )
+    hidden = out.hidden_states[-1].float()
     mask = batch["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, C)
     pooled = torch.nn.functional.normalize(pooled, dim=-1).cpu()
@@ -212,7 +219,7 @@ def embed(sm: ServedModel, texts: list[str]) -> list[tuple[list[float], int]]:
 def _embed_length(sm: ServedModel) -> int:
     from lmforge.tasks.generation import context_limit
 
-    limit = context_limit(sm.model.config) or sm.cfg.max_length
+    limit = context_limit(getattr(sm.model, "config", None)) or sm.cfg.max_length
     return min(limit, max(sm.cfg.max_length, 512))
 
 
