@@ -98,3 +98,26 @@ def test_a_failed_improve_keeps_the_old_model(run, monkeypatch):
     assert (root / "finetune" / "model" / "adapter_model.safetensors").read_bytes() == before
     assert (root / "summary.json").read_text() == summary
     assert not list(root.glob(".tmp-finetune-*"))
+
+
+def test_correction_rows_for_chat_and_classification():
+    from lmforge.improve.run import correction_docs
+
+    chat = [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]
+    rows = [
+        {
+            "response_id": "1",
+            "route": "/v1/chat/completions",
+            "input": chat,
+            "correction": "Hello!",
+        },
+        {"response_id": "2", "route": "/v1/completions", "input": ["Once"], "correction": "upon"},
+        {"response_id": "3", "route": "/v1/classify", "input": ["x"], "correction": "a"},
+        {"response_id": "4", "route": "/v1/chat/completions", "input": None, "correction": "r"},
+    ]
+    docs, skipped = correction_docs(rows, "instruction", None, False)
+    assert [(d.text, d.label) for d in docs] == [("hi", "Hello!"), ("Once", "upon")]
+    assert skipped == {"no_input": 1, "unknown_label": 0, "other_route": 1}
+    two = {"response_id": "5", "route": "/v1/classify", "input": ["x", "y"], "correction": "a"}
+    docs, skipped = correction_docs([rows[2], two], "classification", ["a", "b"], False)
+    assert [d.text for d in docs] == ["x"] and skipped["no_input"] == 1  # which of 2 texts?
