@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
-    from lmforge.serve.app import ApiError
+    from lmforge.serve.guard import ApiError
 
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if len(stops) > 4:
@@ -68,7 +68,8 @@ def chat_prompt(tokenizer: Any, messages: list[tuple[str, str]]) -> tuple[list[i
 def add_openai_routes(app: Any, server: Server) -> None:
     from fastapi.responses import StreamingResponse
 
-    from lmforge.serve.app import ApiError, _max_tokens
+    from lmforge.serve.app import _max_tokens
+    from lmforge.serve.guard import ApiError
 
     sm = server.sm
 

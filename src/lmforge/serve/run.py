@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lmforge.core.errors import LmforgeError
-from lmforge.serve.app import Settings
+from lmforge.serve.guard import Settings
 from lmforge.serve.loader import ServedModel, load_served
 
 STORE = "serve/feedback.sqlite"  # inside the run directory
