@@ -121,3 +121,20 @@ def test_correction_rows_for_chat_and_classification():
     two = {"response_id": "5", "route": "/v1/classify", "input": ["x", "y"], "correction": "a"}
     docs, skipped = correction_docs([rows[2], two], "classification", ["a", "b"], False)
     assert [d.text for d in docs] == ["x"] and skipped["no_input"] == 1  # which of 2 texts?
+
+
+def test_the_run_serves_its_merged_model_and_its_adapter_loads_too(run):
+    from lmforge.serve import runners
+    from lmforge.serve.loader import load_served
+
+    root, docs = run
+    merged = load_served(root)
+    assert merged.path == root / "finetune" / "merged" and merged.name == "run"
+    adapter = load_served(root / "finetune" / "model")
+    assert adapter.kind == "adapter"
+    texts = [d.text[:300] for d in docs[150:154]]
+    a = runners.classify(merged, texts)
+    b = runners.classify(adapter, texts)
+    assert [x["label"] for x in a] == [x["label"] for x in b]
+    for x, y in zip(a, b, strict=True):
+        assert x["scores"] == pytest.approx(y["scores"], abs=1e-3)

@@ -149,6 +149,11 @@ def load_served(
         )
     info = files.info if files.info is not None else default_info(chosen, directory)
     fmt = files.manifest.settings.get("format") if files.manifest is not None else None
+    if fmt == "gguf":
+        raise LmforgeError(
+            f"{directory} is a GGUF file for llama.cpp-style runtimes, which lmforge serve does "
+            "not run; serve the transformers directory it was converted from"
+        )
     if fmt in ("onnx", "torch-int8"):  # a compress step's artefact: compress's own loader
         from lmforge.compress.artifact import load_compressed
 
