@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
+from lmforge.core.text import has_cjk
 from lmforge.data.builtin import DATASETS, BuiltinDataset, _round_robin, _take, package_dir
 from lmforge.data.document import Document
 
@@ -38,7 +39,6 @@ _HK_FILES = {
     "Offering documents of financial products (updated as of October 2018)": "offering",
     "Speeches delivered by SFC Executives (2006-2019)": "sfc-speeches",
 }
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 _SPACES = re.compile(r"\s+")
 
 
@@ -63,7 +63,7 @@ def hk_pairs() -> tuple[tuple[str, str, str, int], ...]:
                 if len(row) != 2:
                     continue
                 en, zh = _clean(row[0]), _clean(row[1])
-                if en and zh and _CJK.search(zh):
+                if en and zh and has_cjk(zh):
                     yield en, zh, path.stem, line
 
     files = [read(p) for p in sorted(root.glob("*.tsv"))]

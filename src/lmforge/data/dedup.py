@@ -34,6 +34,7 @@ from typing import Literal
 
 import numpy as np
 
+from lmforge.core.text import is_cjk_text
 from lmforge.data.clean import LONG_TEXT_CHARS, whitespace_pieces
 
 ShingleUnit = Literal["auto", "word", "char"]
@@ -61,11 +62,6 @@ _FMIX64 = (
     np.uint64(0xC4CEB9FE1A85EC53),
     np.uint64(33),
 )
-# Han ideographs (incl. extensions and compatibility) and Japanese kana: scripts written
-# without spaces between words, where character shingles work and word shingles do not.
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
-_CJK_RUN = re.compile(_CJK.pattern + "+")
-_LETTER_RUN = re.compile(r"[^\W\d_]+")
 _WHITESPACE = re.compile(r"\s+")  # the characters str.split() splits at (Py_UNICODE_ISSPACE)
 _NON_SPACE = re.compile(rb"[^ ]+")  # a word in _WORD_TABLE-translated bytes
 # bytes.translate table: ASCII letters lowercased, digits and "_" kept, other ASCII -> space,
@@ -103,18 +99,6 @@ def exact_dedup(texts: list[str]) -> list[int]:
             seen.add(key)
             keep.append(i)
     return keep
-
-
-def _count_chars(runs: re.Pattern[str], text: str) -> int:
-    """Characters matched by ``runs`` (a ``[...]+`` pattern), without a string per match."""
-    return sum(m.end() - m.start() for m in runs.finditer(text))
-
-
-def is_cjk_text(text: str) -> bool:
-    """True when most letters are Han ideographs or kana (Chinese, Japanese)."""
-    if text.isascii() or _CJK.search(text) is None:  # isascii() is O(1) in CPython
-        return False
-    return 2 * _count_chars(_CJK_RUN, text) > _count_chars(_LETTER_RUN, text)
 
 
 def _word_bytes(text: str) -> bytes:

@@ -15,12 +15,15 @@ import re
 from collections import Counter
 from typing import Literal
 
+from lmforge.core.text import HAN, HANGUL, KANA
+from lmforge.core.text import count_chars as _count_chars
 from lmforge.data.config import GopherConfig
 
 Language = Literal["zh", "en", "other"]
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
-_KANA_HANGUL = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uac00-\ud7af\u1100-\u11ff]+")
+_HAN = re.compile(f"[{HAN}]+")
+# kana (+ katakana phonetic extensions) and hangul (+ jamo)
+_KANA_HANGUL = re.compile(f"[{KANA}\u31f0-\u31ff{HANGUL}\u1100-\u11ff]+")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]+")
 _ASCII_WORD = re.compile(r"[a-z]+")
 # Frequent English function words that are not words in the other common Latin-script
@@ -28,12 +31,6 @@ _ASCII_WORD = re.compile(r"[a-z]+")
 _EN_STOPWORDS = frozenset({"the", "and", "of", "to", "is", "was", "for", "that", "with", "this"})
 _EN_STOPWORDS |= {"are", "be", "have", "it", "from", "by", "not", "were", "which"}
 _SHORT_TEXT_WORDS = 10  # below this many words, too few stopwords to judge; fall back to ASCII
-
-
-def _count_chars(runs: re.Pattern[str], text: str) -> int:
-    """Characters matched by ``runs`` (a ``[...]+`` pattern), without a string per match
-    (``findall`` on a 50 MB Chinese line holds 50 M one-character strings: 4 GB)."""
-    return sum(m.end() - m.start() for m in runs.finditer(text))
 
 
 def _letter_counts(text: str) -> tuple[int, int, int, int]:
@@ -84,10 +81,7 @@ _TOKEN = re.compile(r"\S+")  # a whitespace-separated token, as str.split() give
 _BULLETS = ("•", "‣", "◦", "▪", "●", "○", "■", "□", "·", "*", "-", "–")
 _ELLIPSES = ("...", "…")
 # One unit per CJK character, else one per run of other non-space characters.
-_CJK_UNIT = re.compile(
-    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f]"
-    r"|[^\s\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f]+"
-)
+_CJK_UNIT = re.compile(f"[{KANA}{HANGUL}{HAN}]|[^\\s{KANA}{HANGUL}{HAN}]+")
 
 
 def _has_word_char(token: str) -> bool:

@@ -15,16 +15,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-# Han ideographs (incl. extension A, compatibility, extensions B+) and Japanese kana: scripts
-# written without spaces, so word-level tokenisation is meaningless for them.
-_CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+from lmforge.core.text import CJK_CHAR, has_cjk, mostly_cjk
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ASCII_PUNCT = frozenset(string.punctuation)
-
-
-def has_cjk(text: str) -> bool:
-    """True if `text` contains a Han or kana character."""
-    return _CJK.search(text) is not None
 
 
 def _check_same_length(a: list, b: list, names: str) -> None:
@@ -166,7 +160,7 @@ def _answer_tokens(normalized: str, cjk: bool) -> list[str]:
     if not cjk:
         return normalized.split()
     # CMRC 2018 "mixed segmentation": CJK chars split apart, Latin words/numbers kept whole.
-    return _CJK.sub(lambda m: f" {m.group()} ", normalized).split()
+    return CJK_CHAR.sub(lambda m: f" {m.group()} ", normalized).split()
 
 
 def _f1(prediction: list[str], reference: list[str]) -> float:
@@ -205,13 +199,6 @@ def squad_metrics(predictions: list[str], references: list[list[str]]) -> dict:
     return {"exact_match": 100.0 * exact / n, "f1": 100.0 * f1 / n}
 
 
-def _is_chinese(texts: list[str]) -> bool:
-    """True when CJK characters are at least half of the letters/ideographs in `texts`."""
-    chars = [ch for text in texts for ch in text if ch.isalnum()]
-    cjk = sum(1 for ch in chars if _CJK.match(ch))
-    return bool(chars) and cjk / len(chars) >= 0.5
-
-
 def generation_metrics(
     predictions: list[str],
     references: list[str] | list[list[str]],
@@ -231,7 +218,7 @@ def generation_metrics(
     _check_same_length(predictions, references, "predictions and references")
     per_prediction = [[r] if isinstance(r, str) else list(r) for r in references]
     if language is None:
-        language = "zh" if _is_chinese([r for refs in per_prediction for r in refs]) else "en"
+        language = "zh" if mostly_cjk([r for refs in per_prediction for r in refs]) else "en"
     # sacrebleu wants reference *streams* (one list per reference slot); pad with None.
     width = max(len(refs) for refs in per_prediction)
     streams = [

@@ -4,15 +4,7 @@ text, character 1-2-grams for Chinese, which has no spaces)."""
 
 from __future__ import annotations
 
-import re
-
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
-
-
-def mostly_cjk(texts: list[str]) -> bool:
-    sample = "".join(texts[:200])
-    letters = sum(c.isalpha() for c in sample)
-    return letters > 0 and len(_CJK.findall(sample)) / letters > 0.5
+from lmforge.core.text import mostly_cjk
 
 
 def tfidf_logreg(

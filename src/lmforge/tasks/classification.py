@@ -167,7 +167,8 @@ def metrics(references: list[Any], predictions: list[Any], info: LabelInfo) -> d
 def baseline(splits: Splits, info: LabelInfo) -> dict[str, Any] | None:
     """TF-IDF + logistic regression on the same train/test split (single-label only); for
     mostly-Chinese text also snownlp's naive Bayes, under ``baseline["snownlp"]``."""
-    from lmforge.tasks.baselines import mostly_cjk, snownlp_bayes, tfidf_logreg
+    from lmforge.core.text import mostly_cjk
+    from lmforge.tasks.baselines import snownlp_bayes, tfidf_logreg
 
     if info.multi_label:
         return None

@@ -120,7 +120,7 @@ def _missing(docs: list[Document], split: str) -> None:
 
 
 def prepare(splits: Splits) -> InstructionInfo:
-    from lmforge.tasks.baselines import mostly_cjk
+    from lmforge.core.text import mostly_cjk
 
     for split in ("train", "val", "test"):
         _missing(splits.get(split) or [], split)
@@ -303,7 +303,7 @@ def retrieval_replies(
     training reply is returned."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from lmforge.tasks.baselines import mostly_cjk
+    from lmforge.core.text import mostly_cjk
 
     if mostly_cjk(train_prompts):
         vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True)

@@ -40,7 +40,7 @@ class PairInfo:
 
     @classmethod
     def from_documents(cls, docs: list[Document]) -> PairInfo:
-        from lmforge.tasks.baselines import mostly_cjk
+        from lmforge.core.text import mostly_cjk
 
         return cls("zh" if mostly_cjk([d.label for d in docs]) else "en")  # type: ignore[misc]
 
