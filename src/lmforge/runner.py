@@ -289,6 +289,7 @@ def run_recipe(
     info = init_distributed()
     with contextlib.ExitStack() as stack:
         run = _open(stack, recipe, out, resume, info)
+        interrupted = False
         try:
             return _run_stages(run, recipe, selected, resume, force, info)
         except OSError as e:  # outside a stage: summary.json, recipe.yaml
@@ -297,6 +298,20 @@ def run_recipe(
                     no_space_message(e, run.root, f"writing the run directory {run.root}")
                 ) from e
             raise
+        except (KeyboardInterrupt, Terminated):
+            interrupted = True  # stop now; `lmforge report RUN_DIR` draws the page later
+            raise
+        finally:
+            if info.is_main and not interrupted:
+                _write_report(run.root)
+
+
+def _write_report(root: Path) -> None:
+    """The run's report.html, after every run that was not interrupted (failed ones too)."""
+    from lmforge.report import write_report
+
+    path = write_report(root)  # never raises: a broken part becomes a note on the page
+    logger.info("report: %s", path)
 
 
 def _open(

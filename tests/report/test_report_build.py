@@ -218,6 +218,8 @@ def test_report_of_a_real_tiny_quickstart_run(tmp_path):
     run = tmp_path / "run"
     sets = [arg for kv in tiny for arg in ("--set", kv)]
     assert main(["run", "quickstart", "--out", str(run), *sets]) == 0
+    assert (run / "report.html").is_file()  # every run ends with its report
+    (run / "report.html").unlink()
     assert main(["report", str(run)]) == 0
     found = sections_of((run / "report.html").read_text(encoding="utf-8"))
     assert list(found) == ["overview", "data", "tokenizer", "pretrain", "finetune", "cost"]
@@ -261,3 +263,13 @@ def test_interrupted_and_stale_stages_say_so(fake_run):
     assert "Stale: &#39;pretrain&#39; was rerun" in found["finetune"]
     assert "Confusion matrix" in found["finetune"]  # its outputs are complete
     assert "interrupted in stage pretrain" in found["overview"]
+
+
+def test_a_failed_run_ends_with_a_report_that_says_so(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: broken\ndata:\n  sources:\n    - path: {empty}\n", encoding="utf-8")
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 1
+    html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert "stage failed" in html and "no documents" in html
