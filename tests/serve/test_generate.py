@@ -80,3 +80,24 @@ def test_a_cancelled_row_stops_and_the_others_go_on(served):
     out = generate_batch(served.model, served.processor, reqs, stop_ids=[], context=4096)
     assert out[0].finish_reason == "cancelled" and out[0].completion_tokens < 10
     assert out[1].completion_tokens == 40
+
+
+def test_explain_control_guards_plug_in_with_the_row_own_prompt_length(served):
+    """A banned phrase from lmforge.explain.control never appears, padded batch or not."""
+    from lmforge.explain.control import BannedPhrases
+
+    tok = served.processor
+    prompts = ["The bank", "Shares in the company fell sharply after the"]
+    free = run(served, prompts, max_tokens=16, temperature=0)
+    import re
+
+    words = re.findall(r"[A-Za-z]{3,}", free[0].text + " " + free[1].text)
+    assert words  # the unguarded outputs hold a word to ban
+    phrase = words[0][:3]
+    reqs = []
+    for p in prompts:
+        ids = tok(p)["input_ids"]
+        ban = BannedPhrases(tok, [phrase], prompt_length=len(ids))
+        reqs.append(GenRequest(ids, SamplingParams(16, temperature=0, logits_processors=[ban])))
+    out = generate_batch(served.model, tok, reqs, stop_ids=[tok.eos_token_id], context=4096)
+    assert all(phrase.lower() not in r.text.lower() for r in out)

@@ -8,8 +8,10 @@ costs one token per row, not the whole sequence.
 
 Every row has its own sampling parameters (temperature, top_p, seed, stop strings) and may be
 given ``logits_processors`` and ``stop_criteria`` with transformers' signatures, applied to
-that row alone as ``(input_ids (1, L), scores (1, V))`` - so generation guards (banned words,
-JSON/regex constraints) plug in without touching this loop. A row whose client went away
+that row alone as ``(input_ids (1, L), scores (1, V))`` where ``input_ids`` is the row's own
+prompt + generated tokens (no padding: ``prompt_length = len(prompt_ids)``) - so generation
+guards (``lmforge.explain.control``: banned phrases, regex/JSON constraints) plug in without
+touching this loop. A row whose client went away
 (``cancelled`` set) stops at the next step and frees its place.
 """
 
@@ -185,7 +187,9 @@ def generate_batch(
                 next_tokens.append(pad_id)
                 continue
             scores = logits[b : b + 1]  # (1, V)
-            seen = history[b : b + 1]
+            # this row's prompt + generated tokens without its left padding: a processor sees
+            # what it would see alone, so its prompt_length is len(prompt_ids)
+            seen = history[b : b + 1, width - len(row.req.prompt_ids) :]
             for process in row.req.params.logits_processors:
                 scores = process(seen, scores)
             token = _sample(scores[0], row.req.params, row.generator)
