@@ -97,9 +97,25 @@ def latency(model: Any, batches: dict[int, dict[str, Any]], repeats: int) -> dic
     return out
 
 
-def _child(path: str, batches: dict, repeats: int, threads: int, conn: Any) -> None:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB since it started running its program.
+
+    Linux's ``VmHWM`` belongs to the address space, which ``exec`` replaces; ``ru_maxrss``
+    survives ``exec``, so a ``spawn`` child of a large parent would report the parent's peak
+    (every artefact then showed the same 1.7 GB here)."""
     import resource
 
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _child(path: str, batches: dict, repeats: int, threads: int, conn: Any) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -110,7 +126,7 @@ def _child(path: str, batches: dict, repeats: int, threads: int, conn: Any) -> N
         model, _, _, _ = load_compressed(Path(path), threads=threads)
         result = latency(model, batches, repeats)
         result["load_seconds"] = time.perf_counter() - t0
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["peak_rss_mb"] = peak_rss_mb()
         conn.send(result)
     except Exception as e:  # reported to the parent, which raises it
         conn.send({"error": f"{type(e).__name__}: {e}"})
