@@ -142,7 +142,11 @@ class CompressConfig(StrictModel):
         "'pretrain' (this run's causal LM: GGUF export only) or a model directory lmforge "
         "saved. It is never modified.",
     )
-    steps: list[Step] = Field(min_length=1, description="Compression steps, in order.")
+    steps: list[Step] = Field(
+        min_length=1,
+        description="Compression steps, in order: each {method: distill|prune|quantize|export, "
+        "...its keys} (README, 'Compress and export').",
+    )
     max_examples: PositiveInt | None = Field(
         None, description="Score each artefact on at most this many test examples."
     )
