@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Any
 
 
+def numbers(values: dict[str, Any]) -> dict[str, int | float]:
+    """The scalar numbers of a metrics dict (what metrics.jsonl and metric tables hold)."""
+    return {k: v for k, v in values.items() if isinstance(v, int | float)}
+
+
 class MetricsLogger:
     """Writes ``{"stage", "step", "name", "value", "time"}`` lines to ``metrics.jsonl``.
 
@@ -26,7 +31,9 @@ class MetricsLogger:
         self.log_dict(stage, {name: value}, step)
 
     def log_dict(self, stage: str, values: dict[str, Any], step: int | None = None) -> None:
-        """One line per value, written with a single open/append."""
+        """One line per number in ``values`` (other values - label lists, per-class tables -
+        belong in summary.json, not in the time series), written with a single open/append."""
+        values = numbers(values)
         if not self.enabled or not values:
             return
         now = time.time()
