@@ -6,7 +6,13 @@ from helpers import tiny_bert
 from transformers import BertConfig, BertForSequenceClassification
 
 from lmforge.core.errors import LmforgeError
-from lmforge.finetune.methods import METHODS, MethodConfig, apply_method, trainable_parameters
+from lmforge.finetune.methods import (
+    METHODS,
+    MethodConfig,
+    apply_method,
+    trainable_parameters,
+    training_methods,
+)
 
 CFG = MethodConfig(r=4, alpha=8, num_virtual_tokens=4, adapter_size=8)
 
@@ -35,7 +41,7 @@ def train_steps(model, steps=3):
     return loss.item()
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", training_methods())
 def test_method_contract(name, tmp_path):
     base = tiny_classifier()
     base.save_pretrained(tmp_path / "base")

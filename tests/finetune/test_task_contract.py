@@ -13,7 +13,7 @@ from helpers import trained_tokenizer
 from lmforge.core.errors import LmforgeError
 from lmforge.data.builtin import load_builtin
 from lmforge.finetune.config import FinetuneConfig
-from lmforge.finetune.methods import METHODS
+from lmforge.finetune.methods import METHODS, training_methods
 from lmforge.finetune.stage import train_and_test
 from lmforge.tasks import TASKS
 
@@ -68,7 +68,7 @@ def predictions_of(task, model, processor, splits, info, cfg):
     return task.predict(model, enc, processor, info, cfg)
 
 
-@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("method", training_methods())
 @pytest.mark.parametrize("task_name", sorted(TASK_DATA))
 def test_task_method_contract(task_name, method, prepared, tmp_path):
     task = TASKS.get(task_name)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
+from lmforge.core.metrics import numbers
 from lmforge.core.stage import StageContext, StageResult, StageSpec
 from lmforge.data.document import Document
 from lmforge.evaluate.config import EvaluateConfig
@@ -135,7 +136,7 @@ def evaluate_model(
     if task.report is not None:
         artifacts.update(task.report(scores, info, out, title))
     metrics: dict[str, Any] = {
-        **{k: v for k, v in scores.items() if isinstance(v, int | float)},
+        **numbers(scores),
         **{k: scores[k] for k in ("per_class", "per_type") if k in scores},
         "test_examples": len(docs),
         "truncated_test": enc.truncated,
@@ -196,9 +197,7 @@ def run_evaluate_stage(ctx: StageContext, out: Path) -> StageResult:
         files, docs, scoring, ecfg, out, f"{ctx.recipe.name}: evaluate"
     )
     metrics["model"] = str(path.relative_to(ctx.root) if path.is_relative_to(ctx.root) else path)
-    ctx.metrics.log_dict(
-        "evaluate", {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-    )
+    ctx.metrics.log_dict("evaluate", metrics)
     return StageResult(metrics=metrics, artifacts=artifacts)
 
 

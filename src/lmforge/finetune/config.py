@@ -13,7 +13,7 @@ from lmforge.core.schema import (
     PositiveInt,
     StrictModel,
 )
-from lmforge.finetune.fewshot_config import INFERENCE_METHODS, FewShotConfig, check_fewshot
+from lmforge.finetune.fewshot_config import FewShotConfig, check_fewshot
 from lmforge.finetune.methods import MethodConfig
 
 UNMERGEABLE = ("prefix", "prompt", "adapter")  # no linear update to fold into the weights
@@ -148,11 +148,8 @@ class FinetuneConfig(StrictModel):
 
         if self.task not in TASKS:
             raise ValueError(TASKS.unknown_message(self.task))
-        if self.method not in METHODS and self.method not in INFERENCE_METHODS:
-            raise ValueError(
-                METHODS.unknown_message(self.method) + f" (or, without training: "
-                f"{', '.join(INFERENCE_METHODS)})"
-            )
+        if self.method not in METHODS:
+            raise ValueError(METHODS.unknown_message(self.method))
         if self.merge and self.method in UNMERGEABLE:
             raise ValueError(
                 f"merge: {self.method!r} adds virtual tokens or modules that have no place in the "

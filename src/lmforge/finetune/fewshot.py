@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
+from lmforge.core.metrics import numbers
 from lmforge.core.stage import StageResult
 from lmforge.data.document import Document
 from lmforge.finetune.fewshot_config import (
@@ -292,8 +293,7 @@ def run_fewshot(ctx: StageContext, out: Path) -> StageResult:
         chance_accuracy=1 / len(info.labels),
         baseline=base,
     )
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-    ctx.metrics.log_dict("finetune", numbers)
+    ctx.metrics.log_dict("finetune", metrics)
     return StageResult(metrics=metrics, artifacts=artifacts)
 
 
@@ -316,7 +316,7 @@ def run_single(problem: Problem, out: Path) -> tuple[dict[str, Any], dict[str, s
         title = f"{problem.ctx.recipe.name}: {point.details['scorer']}, k={k}"
         artifacts.update(task.report(point.scores, problem.info, out, title))
     metrics = {
-        **{key: v for key, v in point.scores.items() if isinstance(v, int | float)},
+        **numbers(point.scores),
         "per_class": point.scores["per_class"],
         "method": cfg.method,
         "model": cfg.model.path,

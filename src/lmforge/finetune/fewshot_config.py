@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator, model_validator
 
 from lmforge.core.schema import PositiveInt, StrictModel
+from lmforge.finetune.methods import METHODS
 
 if TYPE_CHECKING:
     from lmforge.finetune.config import FinetuneConfig
 
-# methods that score labels without training (finetune.method)
-INFERENCE_METHODS = ("zero-shot", "in-context")
+# methods that score labels without training (registered in finetune.methods.METHODS)
+INFERENCE_METHODS = tuple(name for name in METHODS.names() if not METHODS.get(name).trains)
 ModelKind = Literal["encoder", "decoder"]
 
 
@@ -31,12 +32,10 @@ class CurveMethod(StrictModel):
 
     @model_validator(mode="after")
     def _known(self) -> CurveMethod:
-        from lmforge.finetune.methods import METHODS
-
         if self.method == "zero-shot":
             raise ValueError("zero-shot is the in-context method at k=0: use 'in-context'")
-        if self.method != "in-context" and self.method not in METHODS:
-            raise ValueError(METHODS.unknown_message(self.method) + " (or in-context)")
+        if self.method not in METHODS:
+            raise ValueError(METHODS.unknown_message(self.method))
         if self.model is not None:
             from lmforge.models import check_model_ref
 

@@ -67,11 +67,22 @@ class MethodConfig(StrictModel):
 class Method:
     name: str
     description: str
-    apply: Callable[[torch.nn.Module, MethodConfig, PeftTask, int], torch.nn.Module]
+    # (model, config, task, total steps) -> the model to train; None: an inference method,
+    # which scores labels with the model as it is (lmforge.finetune.fewshot runs it)
+    apply: Callable[[torch.nn.Module, MethodConfig, PeftTask, int], torch.nn.Module] | None
     uses_peft: bool
+
+    @property
+    def trains(self) -> bool:
+        return self.apply is not None
 
 
 METHODS: Registry[Method] = Registry("fine-tuning method")
+
+
+def training_methods() -> list[str]:
+    """The methods that train (and save) a model; the others are inference methods."""
+    return [name for name in METHODS.names() if METHODS.get(name).trains]
 
 
 def head_parameters(model: torch.nn.Module) -> list[str]:
@@ -224,6 +235,14 @@ for _m in (
         True,
     ),
     Method("prompt", "trainable soft-prompt embeddings (Lester et al. 2021)", _peft(_prompt), True),
+    # inference methods: no training, nothing saved (finetune.fewshot holds their settings)
+    Method(
+        "zero-shot",
+        "labels scored without examples: embedding similarity (encoders), likelihood (decoders)",
+        None,
+        False,
+    ),
+    Method("in-context", "k demonstrations per class in the prompt, no training", None, False),
 ):
     METHODS.add(_m.name, _m)
 
@@ -231,7 +250,10 @@ for _m in (
 def apply_method(
     name: str, model: torch.nn.Module, cfg: MethodConfig, task: PeftTask, total_steps: int
 ) -> torch.nn.Module:
-    return METHODS.get(name).apply(model, cfg, task, total_steps)
+    method = METHODS.get(name)
+    if method.apply is None:
+        raise LmforgeError(f"finetune.method {name!r} scores without training; nothing to apply")
+    return method.apply(model, cfg, task, total_steps)
 
 
 def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:

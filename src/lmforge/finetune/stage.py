@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from lmforge.core.errors import LmforgeError
 from lmforge.core.log import logger
 from lmforge.core.manifest import Kind, Manifest, write_manifest
+from lmforge.core.metrics import numbers
 from lmforge.core.stage import StageContext, StageResult, StageSpec
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.tasks.data import load_labelled, write_predictions
@@ -81,8 +82,10 @@ def train_and_test(
 
     from lmforge.finetune.methods import apply_method, trainable_parameters
     from lmforge.finetune.train import fit
+    from lmforge.tasks.base import TaskOptions
 
-    encoded = {s: task.encode(processor, docs, info, cfg, s) for s, docs in splits.items() if docs}
+    opts = TaskOptions.of(cfg)
+    encoded = {s: task.encode(processor, docs, info, opts, s) for s, docs in splits.items() if docs}
     for split, enc in encoded.items():
         if enc.truncated:
             logger.warning(
@@ -120,7 +123,7 @@ def train_and_test(
     )
     train_seconds = time.perf_counter() - t0
     test = encoded["test"]
-    predictions = task.predict(model, test, processor, info, cfg)
+    predictions = task.predict(model, test, processor, info, opts)
     scores = task.metrics(test.references, predictions, info)
     return Trained(model, encoded, predictions, scores, history, trainable, total, train_seconds)
 
@@ -128,13 +131,12 @@ def train_and_test(
 def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
     import torch
 
-    from lmforge.finetune.fewshot_config import INFERENCE_METHODS
     from lmforge.finetune.methods import METHODS
     from lmforge.tasks import TASKS
 
     cfg = ctx.recipe.finetune
     assert cfg is not None
-    if cfg.method in INFERENCE_METHODS or (cfg.fewshot is not None and cfg.fewshot.curve):
+    if not METHODS.get(cfg.method).trains or (cfg.fewshot is not None and cfg.fewshot.curve):
         from lmforge.finetune.fewshot import run_fewshot
 
         return run_fewshot(ctx, out)
@@ -180,7 +182,7 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
     if task.report is not None:
         artifacts.update(task.report(run.scores, info, out, f"{ctx.recipe.name}: test"))
     metrics: dict[str, Any] = {
-        **{k: v for k, v in run.scores.items() if isinstance(v, int | float)},
+        **numbers(run.scores),
         **{k: run.scores[k] for k in ("per_class", "per_type") if k in run.scores},
         "train_examples": len(splits["train"]),
         "test_examples": len(splits["test"]),
@@ -202,9 +204,7 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
         write_manifest(out / "merged", manifest(cfg, info, "merged"))
         metrics["merge_max_abs_diff"] = merged
         artifacts["merged"] = "merged"
-    ctx.metrics.log_dict(
-        "finetune", {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-    )
+    ctx.metrics.log_dict("finetune", metrics)
     return StageResult(metrics=metrics, artifacts=artifacts)
 
 

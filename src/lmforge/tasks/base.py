@@ -6,9 +6,10 @@ in ``__init__``). The finetune stage drives every task through the same steps::
     info = task.prepare(splits)                       # labels/vocab; rejects bad rows by index
     processor = task.load_processor(model_dir)        # tokenizer or image processor
     model = task.load_model(model_dir, info)          # AutoModelFor<head>.from_pretrained
-    enc = task.encode(processor, docs, info, cfg, split)   # -> Encoded
+    opts = TaskOptions.of(finetune_config)            # max length, batch size, ...
+    enc = task.encode(processor, docs, info, opts, split)  # -> Encoded
     fit(model, enc["train"], enc["val"])              # batches: enc.batch(idx) incl. "labels"
-    preds = task.predict(model, enc["test"], processor, info, cfg)  # one per test example
+    preds = task.predict(model, enc["test"], processor, info, opts)  # one per test example
     scores = task.metrics(enc["test"].references, preds, info)
 """
 
@@ -72,6 +73,32 @@ def pad_sequences(rows: list[list[int]], value: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class TaskOptions:
+    """What a task's ``encode`` and ``predict`` read: a few numbers, not the whole fine-tuning
+    config, so evaluate, serve, compress and explain call tasks without inventing one."""
+
+    max_length: int = 128  # tokens per example (longer inputs are truncated and counted)
+    batch_size: int = 16  # examples per training step; prediction uses twice as many
+    doc_stride: int | None = None  # extractive QA: tokens shared by neighbouring windows
+    generation_max_tokens: int = 64  # generation tasks: most new tokens per example
+    virtual_tokens: int = 0  # prompt tuning: soft-prompt positions the model prepends
+
+    @classmethod
+    def of(cls, cfg: Any) -> TaskOptions:
+        """The options of a ``FinetuneConfig`` (or of anything with its fields)."""
+        if isinstance(cfg, TaskOptions):
+            return cfg
+        prompt = getattr(cfg, "method", None) == "prompt"
+        return cls(
+            max_length=cfg.max_length,
+            batch_size=cfg.batch_size,
+            doc_stride=cfg.doc_stride,
+            generation_max_tokens=cfg.generation_max_tokens,
+            virtual_tokens=cfg.method_config.num_virtual_tokens if prompt else 0,
+        )
+
+
+@dataclass(frozen=True)
 class Task:
     name: str
     description: str
@@ -84,9 +111,10 @@ class Task:
     # (model_dir, info, *, trust_remote_code=False, for_inference=False) -> model with this
     # task's head (tasks.heads.load_head); LmforgeError if the architecture cannot
     load_model: Callable[..., Any]
-    # (processor, docs, info, finetune config, split name) -> Encoded
+    # (processor, docs, info, options, split name) -> Encoded; options: TaskOptions (or a
+    # FinetuneConfig, read through TaskOptions.of)
     encode: Callable[..., Encoded]
-    # (model, encoded, processor, info, finetune config) -> one prediction per example
+    # (model, encoded, processor, info, options) -> one prediction per example
     predict: Callable[..., list[Any]]
     # (references, predictions, info) -> metrics (numbers at the top level go to summary.json)
     metrics: Callable[[list[Any], list[Any], Any], dict[str, Any]]

@@ -12,7 +12,7 @@ from typing import Any
 
 from lmforge.core.errors import DataError
 from lmforge.data.document import Document
-from lmforge.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
+from lmforge.tasks.base import TASKS, Encoded, Splits, Task, TaskOptions, pad_sequences
 
 ENCODER_PRESETS = ("bert-tiny", "bert-small")
 
@@ -91,11 +91,16 @@ def text_collate(pad_id: int) -> Any:
     return collate
 
 
-def encode(tokenizer: Any, docs: list[Document], info: LabelInfo, cfg: Any, split: str) -> Encoded:
+def encode(
+    tokenizer: Any, docs: list[Document], info: LabelInfo, options: Any, split: str
+) -> Encoded:
     """Tokenize with truncation (counted) and map labels to ids."""
+    opts = TaskOptions.of(options)
     info.check(docs, split)
     index = {name: i for i, name in enumerate(info.labels)}
-    ids, truncated = tokenize_counting_truncation(tokenizer, [d.text for d in docs], cfg.max_length)
+    ids, truncated = tokenize_counting_truncation(
+        tokenizer, [d.text for d in docs], opts.max_length
+    )
     features = []
     for row, d in zip(ids, docs, strict=True):
         if info.multi_label:
@@ -141,11 +146,12 @@ def logits_in_batches(model: Any, data: Encoded, batch_size: int = 32) -> Any:
             yield model(**{k: v.to(device) for k, v in b.items()}).logits.float().cpu()
 
 
-def predict(model: Any, data: Encoded, processor: Any, info: LabelInfo, cfg: Any) -> list[Any]:
+def predict(model: Any, data: Encoded, processor: Any, info: LabelInfo, options: Any) -> list[Any]:
+    opts = TaskOptions.of(options)
     import torch
 
     out: list[Any] = []
-    for logits in logits_in_batches(model, data, cfg.batch_size * 2):
+    for logits in logits_in_batches(model, data, opts.batch_size * 2):
         if info.multi_label:
             out.extend(
                 [info.labels[j] for j in torch.nonzero(row > 0).flatten().tolist()]

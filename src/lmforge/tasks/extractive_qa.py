@@ -23,9 +23,8 @@ from typing import Any
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
-from lmforge.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
+from lmforge.tasks.base import TASKS, Encoded, Splits, Task, TaskOptions, pad_sequences
 from lmforge.tasks.classification import ENCODER_PRESETS
-from lmforge.tasks.token_classification import virtual_tokens
 
 _MODEL_KEYS = ("input_ids", "token_type_ids")  # what collate passes on besides positions
 
@@ -145,12 +144,13 @@ def qa_collate(pad_id: int, virtual: int = 0) -> Any:
     return collate
 
 
-def encode(tokenizer: Any, docs: list[Document], info: QAInfo, cfg: Any, split: str) -> Encoded:
-    """Question + context windows of ``cfg.max_length`` tokens, ``cfg.doc_stride`` shared.
+def encode(tokenizer: Any, docs: list[Document], info: QAInfo, options: Any, split: str) -> Encoded:
+    """Question + context windows of ``opts.max_length`` tokens, ``opts.doc_stride`` shared.
 
     Each feature keeps ``example_id`` (its example's index), ``offsets`` (character span of
     each context token, None elsewhere) and ``context``, which ``predict`` maps spans back with.
     """
+    opts = TaskOptions.of(options)
     if not getattr(tokenizer, "is_fast", False):
         raise LmforgeError(
             "extractive-qa needs a fast tokenizer (character offsets of tokens); "
@@ -163,11 +163,11 @@ def encode(tokenizer: Any, docs: list[Document], info: QAInfo, cfg: Any, split: 
             f"extractive-qa: none of the {len(docs)} '{split}' rows has its answer in its "
             "context; check finetune.data.text_column / label_column"
         )
-    virtual = virtual_tokens(cfg)
-    max_length = cfg.max_length - virtual  # prompt tuning's virtual tokens take positions too
+    virtual = opts.virtual_tokens
+    max_length = opts.max_length - virtual  # prompt tuning's virtual tokens take positions too
     if max_length < 16:
         raise LmforgeError(
-            f"extractive-qa: finetune.max_length={cfg.max_length} leaves {max_length} tokens "
+            f"extractive-qa: finetune.max_length={opts.max_length} leaves {max_length} tokens "
             f"for question + context{f' after {virtual} virtual tokens' if virtual else ''}; "
             "use at least 16 more"
         )
@@ -177,7 +177,7 @@ def encode(tokenizer: Any, docs: list[Document], info: QAInfo, cfg: Any, split: 
         [docs[i].text for i in keep],
         truncation="only_second",
         max_length=max_length,
-        stride=min(cfg.doc_stride or max_length // 4, max_length // 2 - 8),
+        stride=min(opts.doc_stride or max_length // 4, max_length // 2 - 8),
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
     )
@@ -261,15 +261,16 @@ def best_span(
     return best
 
 
-def predict(model: Any, data: Encoded, processor: Any, info: QAInfo, cfg: Any) -> list[str]:
+def predict(model: Any, data: Encoded, processor: Any, info: QAInfo, options: Any) -> list[str]:
     """The answer text of each example: its best span over all of its windows."""
+    opts = TaskOptions.of(options)
     import torch
 
     model.eval()
     device = next(model.parameters()).device
     best: dict[int, tuple[float, str]] = {}
-    virtual = virtual_tokens(cfg)
-    size = cfg.batch_size * 2
+    virtual = opts.virtual_tokens
+    size = opts.batch_size * 2
     for start in range(0, len(data), size):
         features = data.features[start : start + size]
         batch = data.collate(features)

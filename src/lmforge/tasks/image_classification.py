@@ -176,7 +176,9 @@ def image_collate(augment: bool) -> Any:
     return collate
 
 
-def encode(processor: Any, docs: list[Document], info: ImageInfo, cfg: Any, split: str) -> Encoded:
+def encode(
+    processor: Any, docs: list[Document], info: ImageInfo, options: Any, split: str
+) -> Encoded:
     """Pixel values from the processor; training batches are shifted at random."""
     _check_images(docs, split)
     info.check(docs, split)

@@ -29,7 +29,7 @@ from typing import Any
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
-from lmforge.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
+from lmforge.tasks.base import TASKS, Encoded, Splits, Task, TaskOptions, pad_sequences
 
 DECODER_PRESETS = ("gpt-tiny", "gpt-small", "llama-tiny", "llama-small")
 PLAIN_TEMPLATE = ("### Instruction:\n", "\n\n### Response:\n")  # text around the user turn
@@ -164,16 +164,17 @@ def collate(pad_id: int) -> Any:
 
 
 def encode(
-    tokenizer: Any, docs: list[Document], info: InstructionInfo, cfg: Any, split: str
+    tokenizer: Any, docs: list[Document], info: InstructionInfo, options: Any, split: str
 ) -> Encoded:
     """Chat-formatted examples whose labels are -100 everywhere but on the reply tokens."""
+    opts = TaskOptions.of(options)
     _missing(docs, split)
     fmt = chat_format(tokenizer, quiet=split != "train")
     turns = tokenizer([d.text for d in docs], add_special_tokens=False)["input_ids"]
     replies = tokenizer([d.label for d in docs], add_special_tokens=False)["input_ids"]
     features, truncated = [], 0
     for turn, reply in zip(turns, replies, strict=True):
-        ids, n_prompt, prompt, cut = lay_out(fmt, turn, reply, cfg.max_length)
+        ids, n_prompt, prompt, cut = lay_out(fmt, turn, reply, opts.max_length)
         truncated += cut
         labels = [-100] * n_prompt + ids[n_prompt:]
         features.append({"input_ids": ids, "labels": labels, "prompt": prompt})
@@ -259,9 +260,10 @@ def response_nll(model: Any, data: Encoded, batch_size: int) -> float:
 
 
 def predict(
-    model: Any, data: Encoded, tokenizer: Any, info: InstructionInfo, cfg: Any
+    model: Any, data: Encoded, tokenizer: Any, info: InstructionInfo, options: Any
 ) -> Generations:
     """Greedy replies to the test prompts, plus the reference replies' mean NLL."""
+    opts = TaskOptions.of(options)
     from lmforge.tasks.generation import decode, greedy_generate
 
     fmt = chat_format(tokenizer, quiet=True)
@@ -271,12 +273,12 @@ def predict(
         [f["prompt"] for f in data.features],
         pad_id=pad_id,
         stop_ids=fmt.stop_ids,
-        max_new_tokens=cfg.generation_max_tokens,
-        batch_size=cfg.batch_size * 2,
+        max_new_tokens=opts.generation_max_tokens,
+        batch_size=opts.batch_size * 2,
     )
     replies = Generations(decode(tokenizer, out.ids))
     replies.stopped_fraction = out.stopped_fraction
-    replies.response_nll = response_nll(model, data, cfg.batch_size * 2)
+    replies.response_nll = response_nll(model, data, opts.batch_size * 2)
     return replies
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
-from lmforge.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
+from lmforge.tasks.base import TASKS, Encoded, Splits, Task, TaskOptions, pad_sequences
 from lmforge.tasks.classification import ENCODER_PRESETS, logits_in_batches
 
 IGNORE = -100  # label of sub-tokens the loss skips (torch's CrossEntropyLoss ignore_index)
@@ -158,12 +158,6 @@ def chunk_spans(tokens: list[str], sizes: list[int], budget: int) -> list[tuple[
     return spans
 
 
-def virtual_tokens(cfg: Any) -> int:
-    """Soft-prompt positions peft's prompt tuning prepends to every input (and so to the
-    logits); peft leaves the labels as they are, so the task pads them to match."""
-    return cfg.method_config.num_virtual_tokens if cfg.method == "prompt" else 0
-
-
 def token_collate(pad_id: int, virtual: int = 0) -> Any:
     """Batches of ``{"input_ids", "labels"}`` features: padded (labels with -100), masked;
     labels get ``virtual`` leading -100s for prompt tuning's virtual tokens."""
@@ -179,7 +173,9 @@ def token_collate(pad_id: int, virtual: int = 0) -> Any:
     return collate
 
 
-def encode(tokenizer: Any, docs: list[Document], info: TagInfo, cfg: Any, split: str) -> Encoded:
+def encode(
+    tokenizer: Any, docs: list[Document], info: TagInfo, options: Any, split: str
+) -> Encoded:
     """Chunk to ``max_length`` and label the first sub-token of every token.
 
     The train split is packed: consecutive examples are read as one stream and cut into
@@ -194,18 +190,19 @@ def encode(tokenizer: Any, docs: list[Document], info: TagInfo, cfg: Any, split:
     Tokens with no sub-token (spaces, characters the tokenizer drops) get no label and are
     predicted "O"; counted.
     """
+    opts = TaskOptions.of(options)
     if not getattr(tokenizer, "is_fast", False):
         raise LmforgeError(
             "token-classification needs a fast (Rust) tokenizer to map sub-tokens to words; "
             "the model directory needs a tokenizer.json"
         )
     info.check(docs, split)
-    virtual = virtual_tokens(cfg)
-    max_length = cfg.max_length - virtual  # prompt tuning's virtual tokens take positions too
+    virtual = opts.virtual_tokens
+    max_length = opts.max_length - virtual  # prompt tuning's virtual tokens take positions too
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
     if budget < 1:
         raise LmforgeError(
-            f"finetune.max_length={cfg.max_length} leaves no room for tokens"
+            f"finetune.max_length={opts.max_length} leaves no room for tokens"
             + (f" after {virtual} virtual tokens" if virtual else "")
         )
     index = {name: i for i, name in enumerate(info.labels)}
@@ -329,7 +326,7 @@ def load_model(
     )
 
 
-def predict(model: Any, data: Encoded, processor: Any, info: TagInfo, cfg: Any) -> list[Any]:
+def predict(model: Any, data: Encoded, processor: Any, info: TagInfo, options: Any) -> list[Any]:
     """One tag per input token, the best *valid* tag sequence of each example.
 
     Per-token argmax often yields sequences no annotator writes (``O I-PER``, ``B-ORG I-PER``),
@@ -337,6 +334,7 @@ def predict(model: Any, data: Encoded, processor: Any, info: TagInfo, cfg: Any) 
     with the scheme's forbidden transitions set to -inf (the constraint a CRF layer learns)
     fixes them at no training cost. Tokens no chunk labelled (spaces, truncation) are "O".
     """
+    opts = TaskOptions.of(options)
     import torch
 
     scores = [torch.full((len(ref), len(info.labels)), -1e4) for ref in data.references]
@@ -344,8 +342,8 @@ def predict(model: Any, data: Encoded, processor: Any, info: TagInfo, cfg: Any) 
     for s in scores:
         s[:, outside] = 0.0  # unlabelled tokens: "O"
     features: Iterator[dict[str, Any]] = iter(data.features)
-    virtual = virtual_tokens(cfg)
-    for logits in logits_in_batches(model, data, cfg.batch_size * 2):
+    virtual = opts.virtual_tokens
+    for logits in logits_in_batches(model, data, opts.batch_size * 2):
         for row in logits[:, virtual:].log_softmax(-1):  # (T, labels) of one window
             f = next(features)
             for t, (i, w) in enumerate(zip(f["example_index"], f["word_index"], strict=False)):

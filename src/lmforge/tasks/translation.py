@@ -17,7 +17,7 @@ from typing import Any, Literal
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
-from lmforge.tasks.base import TASKS, Encoded, Splits, Task, pad_sequences
+from lmforge.tasks.base import TASKS, Encoded, Splits, Task, TaskOptions, pad_sequences
 
 # T5 v1.0 shapes (ReLU feed-forward, relative position buckets, tied embeddings), freshly
 # initialised and sized to the run's tokenizer. Params measured with 8,000 tokens:
@@ -111,12 +111,17 @@ def seq2seq_collate(pad_id: int) -> Any:
     return collate
 
 
-def encode(tokenizer: Any, docs: list[Document], info: PairInfo, cfg: Any, split: str) -> Encoded:
+def encode(
+    tokenizer: Any, docs: list[Document], info: PairInfo, options: Any, split: str
+) -> Encoded:
     """Source -> ``input_ids``, target -> ``labels``; an example counts as truncated when
     either side was cut to ``max_length``."""
+    opts = TaskOptions.of(options)
     PairInfo.check(docs, split)
-    sources, cut_source = token_ids(tokenizer, [d.text for d in docs], cfg.max_length)
-    targets, cut_target = token_ids(tokenizer, [d.label for d in docs], cfg.max_length, target=True)
+    sources, cut_source = token_ids(tokenizer, [d.text for d in docs], opts.max_length)
+    targets, cut_target = token_ids(
+        tokenizer, [d.label for d in docs], opts.max_length, target=True
+    )
     if any(cut_target):
         logger.warning(
             "translation: %d of %d '%s' targets are longer than max_length=%d, so the model "
@@ -124,7 +129,7 @@ def encode(tokenizer: Any, docs: list[Document], info: PairInfo, cfg: Any, split
             sum(cut_target),
             len(docs),
             split,
-            cfg.max_length,
+            opts.max_length,
         )
     return Encoded(
         [{"input_ids": s, "labels": t} for s, t in zip(sources, targets, strict=True)],
@@ -152,8 +157,9 @@ def load_model(
     )
 
 
-def predict(model: Any, data: Encoded, processor: Any, info: PairInfo, cfg: Any) -> list[str]:
+def predict(model: Any, data: Encoded, processor: Any, info: PairInfo, options: Any) -> list[str]:
     """Greedy decodes of the sources, at most ``generation_max_tokens`` each."""
+    opts = TaskOptions.of(options)
     from lmforge.tasks.generation import decode, greedy_generate
 
     out = greedy_generate(
@@ -161,8 +167,8 @@ def predict(model: Any, data: Encoded, processor: Any, info: PairInfo, cfg: Any)
         [f["input_ids"] for f in data.features],
         pad_id=processor.pad_token_id,
         stop_ids=[processor.eos_token_id],
-        max_new_tokens=cfg.generation_max_tokens,
-        batch_size=cfg.batch_size * 2,
+        max_new_tokens=opts.generation_max_tokens,
+        batch_size=opts.batch_size * 2,
     )
     unfinished = len(out.stopped) - sum(out.stopped)
     if unfinished:
@@ -171,7 +177,7 @@ def predict(model: Any, data: Encoded, processor: Any, info: PairInfo, cfg: Any)
             "ending (cut, or a model still repeating itself)",
             unfinished,
             len(out.stopped),
-            cfg.generation_max_tokens,
+            opts.generation_max_tokens,
         )
     return decode(processor, out.ids)
 
