@@ -350,8 +350,10 @@ def test_every_builtin_recipe_has_an_end_to_end_test():
 @pytest.mark.parametrize("name", sorted(E2E_OVERRIDES))
 def test_builtin_recipe_end_to_end_at_tiny_size(tmp_path, capsys, name):
     sets = [arg for kv in E2E_OVERRIDES[name] for arg in ("--set", kv)]
-    code, _, err = run_cli(capsys, "run", name, "--out", str(tmp_path), *sets)
+    code, out, err = run_cli(capsys, "run", name, "--out", str(tmp_path), *sets)
     assert code == 0, err
+    # every run ends on its report and its headline numbers
+    assert f"report: {tmp_path / 'report.html'}" in out and "headline: " in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(s["status"] == "done" for s in summary["stages"].values())
     for stage in summary["stages"].values():  # every artifact the summary names exists

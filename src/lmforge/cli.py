@@ -75,6 +75,14 @@ def _print_outcome(outcome) -> None:
         keys = list(entry["metrics"])[:6]
         shown = ", ".join(f"{k}={_fmt(entry['metrics'][k])}" for k in keys)
         _echo(f"  {name:<10} {entry['status']:<8} {entry['seconds']:>8.1f} s{note}  {shown}")
+    from lmforge.report.headlines import headline_numbers
+
+    report = outcome.root / "report.html"
+    if report.exists():
+        _echo(f"report: {report}")
+    headlines = headline_numbers(outcome.summary)
+    if headlines:
+        _echo("headline: " + " | ".join(headlines))
 
 
 def _fmt(value: object) -> str:
