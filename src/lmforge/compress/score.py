@@ -212,9 +212,18 @@ def plot_tradeoff(points: list[dict[str, Any]], path: Path, title: str) -> None:
     )
     with figure(path, (6.4, 4.4)) as (_, ax):
         biggest = max(p["size_mb"] for p in points) or 1.0
-        for p in points:
+        for i, p in enumerate(sorted(points, key=lambda p: p[key])):
             ax.scatter(p[key], p["quality"], s=40 + 600 * p["size_mb"] / biggest, alpha=0.6)
-            ax.annotate(p["name"], (p[key], p["quality"]), fontsize=8, ha="center", va="bottom")
+            # labels alternate above and below, in latency order: neighbours stay readable
+            offset = (0, 10) if i % 2 == 0 else (0, -16)
+            ax.annotate(
+                p["name"],
+                (p[key], p["quality"]),
+                xytext=offset,
+                textcoords="offset points",
+                fontsize=8,
+                ha="center",
+            )
         ax.set_xlabel(
             "latency p50 at batch 1 (ms)" if key != "predict_seconds" else "predict seconds"
         )
