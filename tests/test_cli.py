@@ -180,8 +180,11 @@ def test_failing_stage_is_recorded_and_leaves_no_half_written_dir(tmp_path, caps
 def test_only_rejects_unknown_or_unconfigured_stage(capsys):
     code, _, err = run_cli(capsys, "run", "quickstart", "--only", "tokeniser")
     assert code == 1 and "did you mean 'tokenizer'" in err
-    code, _, err = run_cli(capsys, "run", "quickstart", "--only", "compress")
-    assert code == 1 and "not available" in err
+    from lmforge.stages import PLANNED_STAGES
+
+    for planned in PLANNED_STAGES[:1]:  # a reserved stage name is refused as not available
+        code, _, err = run_cli(capsys, "run", "quickstart", "--only", planned)
+        assert code == 1 and "not available" in err
     code, _, err = run_cli(capsys, "run", "quickstart", "--only", "evaluate")
     assert code == 1 and "has no 'evaluate' section" in err
 
