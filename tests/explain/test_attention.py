@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import numpy as np
 import pytest
 from conftest import keyword_texts
@@ -44,7 +47,11 @@ def test_maps_cover_every_layer_and_head_and_draw(keyword_clf, tmp_path):
     page = write_attention_html([(maps, "predicted <b>x</b>")], tmp_path / "a.html")
     html = page.read_text(encoding="utf-8")
     assert "<script src" not in html and "http" not in html  # self-contained
-    assert '"rollout"' in html  # the data is inline
+    assert '"rollout"' in html  # the data is inline, one byte per weight (base64)
+    data = json.loads(html.split("const DATA = ", 1)[1].split(";\n", 1)[0])
+    t = len(maps.tokens)
+    head = np.frombuffer(base64.b64decode(data[0]["weights"][1][0]), np.uint8).reshape(t, t)
+    assert np.abs(head / 255 - maps.weights[1, 0]).max() <= 0.5 / 255 + 1e-6
     assert "predicted <b>x</b>" not in html  # "</" escaped: a caption cannot end the script
     with pytest.raises(LmforgeError, match=r"layer 5 does not exist; valid: 0\.\.1"):
         check_layer_head(maps, 5, 0)

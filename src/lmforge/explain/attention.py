@@ -147,6 +147,16 @@ its weight.</p>
 <div id="root"></div>
 <script>
 const DATA = {data};
+// each matrix is T*T bytes, base64: weight = byte / 255 (1/255 resolution is plenty to look at)
+function unpack(b64, t) {{
+  const raw = atob(b64), rows = [];
+  for (let i = 0; i < t; i++) {{
+    const row = [];
+    for (let j = 0; j < t; j++) row.push(raw.charCodeAt(i * t + j) / 255);
+    rows.push(row);
+  }}
+  return rows;
+}}
 const esc = s => s.replace(/&/g,"&amp;").replace(/</g,"&lt;").replace(/"/g,"&quot;");
 function draw(ex, box) {{
   const layer = box.querySelector(".layer").value, head = box.querySelector(".head").value;
@@ -155,6 +165,7 @@ function draw(ex, box) {{
   else if (head === "mean") m = ex.mean[+layer];
   else m = ex.weights[+layer][+head];
   const t = ex.tokens;
+  m = unpack(m, t.length);
   let h = "<table><tr><th></th>" + t.map(s => "<th class=col>" + esc(s) + "</th>").join("") + "</tr>";
   m.forEach((row, i) => {{
     const mx = Math.max(...row) || 1;
@@ -182,11 +193,17 @@ DATA.forEach((ex, k) => {{
 def write_attention_html(
     examples: list[tuple[AttentionMaps, str]], path: Path, title: str = "Attention"
 ) -> Path:
-    """One self-contained page for ``(maps, caption)`` pairs: weights inline as JSON, a
-    layer/head selector per example, no external scripts or fonts."""
+    """One self-contained page for ``(maps, caption)`` pairs: weights inline (one byte per
+    weight), a layer/head selector per example, no external scripts or fonts."""
 
-    def r(x: Any) -> Any:
-        return [[round(float(v), 4) for v in row] for row in x]
+    import base64
+
+    import numpy as np
+
+    def r(x: Any) -> str:  # (T, T) in [0, 1] -> base64 of T*T bytes (12 layers x 12 heads x
+        # 128^2 weights as JSON text ran to ~40 MB a page; as bytes ~2.5 MB of base64)
+        q = np.clip(np.rint(np.asarray(x, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+        return base64.b64encode(q.tobytes()).decode("ascii")
 
     data = [
         {
