@@ -168,11 +168,13 @@ def test_failing_stage_is_recorded_and_leaves_no_half_written_dir(tmp_path, caps
     assert "Traceback" not in err
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["stages"]["data"]["status"] == "failed"
-    # no recipe.yaml: it describes completed stages only, and none completed
+    # no recipe.yaml: it describes completed stages only, and none completed; the report
+    # says the stage failed
     assert sorted(p.name for p in out_dir.iterdir()) == [
         ".lmforge-run",
         ".lmforge-run.lock",
         "metrics.jsonl",
+        "report.html",
         "summary.json",
     ]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-from lmforge.compress.score import pareto_front, peak_rss_mb
+from lmforge.compress.score import pareto_front
+from lmforge.core.memory import peak_rss_mb
 
 
 def _report(queue) -> None:

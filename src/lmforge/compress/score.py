@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.core.errors import LmforgeError
+from lmforge.core.memory import peak_rss_mb
 
 
 def count_params(model: Any, path: Path) -> int:
@@ -95,24 +96,6 @@ def latency(model: Any, batches: dict[int, dict[str, Any]], repeats: int) -> dic
         out[f"latency_ms_p95_b{size}"] = p95 * 1000
         out[f"examples_per_s_b{size}"] = size / p50
     return out
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB since it started running its program.
-
-    Linux's ``VmHWM`` belongs to the address space, which ``exec`` replaces; ``ru_maxrss``
-    survives ``exec``, so a ``spawn`` child of a large parent would report the parent's peak
-    (every artefact then showed the same 1.7 GB here)."""
-    import resource
-
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def _child(path: str, batches: dict, repeats: int, threads: int, conn: Any) -> None:

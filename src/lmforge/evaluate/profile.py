@@ -85,10 +85,9 @@ def _profile_child(
     trust_remote_code: bool,
     conn: Connection,
 ) -> None:
-    import resource
-
     import torch
 
+    from lmforge.core.memory import peak_rss_mb
     from lmforge.tasks import TASKS
 
     torch.set_num_threads(torch.get_num_threads())
@@ -99,7 +98,7 @@ def _profile_child(
         load_s = time.perf_counter() - t0
         result = forward_latency(model, lambda b: batches[b], sorted(batches), repeats)
         result["load_seconds"] = load_s
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["peak_rss_mb"] = peak_rss_mb()  # VmHWM: not the spawning parent's peak
         conn.send(result)
     except Exception as e:  # reported to the parent, which raises it
         conn.send({"error": f"{type(e).__name__}: {e}"})
