@@ -122,7 +122,8 @@ def load_torch_int8(path: Path, task: Any, info: Any) -> Any:
     config = AutoConfig.from_pretrained(path)
     head = task_head_class(task.name)
     model = quantize_torch(head.from_config(config).eval(), _int8_modules(path))
-    state = torch.load(path / TORCH_INT8_FILE, weights_only=False)  # packed int8 params
+    # weights_only: tensors and torch's packed int8 params only, never arbitrary pickles
+    state = torch.load(path / TORCH_INT8_FILE, weights_only=True)
     model.load_state_dict(state)
     return model.eval()
 
