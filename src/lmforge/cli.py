@@ -237,11 +237,47 @@ def generate(
     chat: Annotated[
         bool, typer.Option("--chat", help="Wrap the prompt in the model's chat template.")
     ] = False,
+    ban: Annotated[
+        list[str] | None,
+        typer.Option("--ban", help="A phrase that must never appear (repeatable)."),
+    ] = None,
+    stop: Annotated[
+        list[str] | None, typer.Option("--stop", help="Stop before this text (repeatable).")
+    ] = None,
+    max_chars: Annotated[
+        int | None, typer.Option("--max-chars", min=1, help="Cut the reply at N characters.")
+    ] = None,
+    regex: Annotated[
+        str | None, typer.Option("--regex", help="The reply must match this regex in full.")
+    ] = None,
+    json_schema: Annotated[
+        Path | None,
+        typer.Option("--json-schema", help="The reply must be JSON valid for this schema file."),
+    ] = None,
+    gate: Annotated[
+        str | None,
+        typer.Option("--gate", help="A classifier directory that gates prompt and reply."),
+    ] = None,
+    gate_refuse: Annotated[
+        list[str] | None,
+        typer.Option("--gate-refuse", help="A gate class to refuse (repeatable)."),
+    ] = None,
 ) -> None:
     """Sample a continuation from a causal language model (models that cannot generate text,
-    such as masked LMs and classifiers, are refused)."""
+    such as masked LMs and classifiers, are refused), optionally under guards."""
+    from lmforge.explain.control import guards_from_options
     from lmforge.models.generate import generate_text
 
+    guards = guards_from_options(
+        ban=ban,
+        stop=stop,
+        max_chars=max_chars,
+        regex=regex,
+        json_schema=json_schema,
+        gate=gate,
+        gate_refuse=gate_refuse,
+        max_new_tokens=max_new_tokens,
+    )
     text = generate_text(
         model_dir,
         prompt,
@@ -251,6 +287,7 @@ def generate(
         top_p=top_p,
         seed=seed,
         chat=chat,
+        guards=guards,
     )
     _echo(prompt + text)
 

@@ -22,6 +22,7 @@ import json
 import re
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lmforge.core.errors import LmforgeError
@@ -361,6 +362,42 @@ class Guards:
     regex: str | None = None
     json_schema: dict[str, Any] | str | None = None
     gate: ClassifierGate | None = None
+
+
+def guards_from_options(
+    *,
+    ban: list[str] | None = None,
+    stop: list[str] | None = None,
+    max_chars: int | None = None,
+    regex: str | None = None,
+    json_schema: Path | None = None,
+    gate: str | None = None,
+    gate_refuse: list[str] | None = None,
+    max_new_tokens: int = 100,
+) -> Guards | None:
+    """The guards a command line asked for (``lmforge generate --ban ... --json-schema F``),
+    or None when it asked for none; a gate needs the classes it refuses."""
+    if not any((ban, stop, max_chars, regex, json_schema, gate)):
+        return None
+    schema = None
+    if json_schema is not None:
+        try:
+            schema = json.loads(Path(json_schema).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise LmforgeError(
+                f"--json-schema {json_schema}: not a readable JSON file ({e})"
+            ) from None
+    if gate is not None and not gate_refuse:
+        raise LmforgeError("--gate needs the classes to refuse: --gate-refuse LABEL")
+    return Guards(
+        banned=list(ban or []),
+        stop=list(stop or []),
+        max_new_tokens=max_new_tokens,
+        max_chars=max_chars,
+        regex=regex,
+        json_schema=schema,
+        gate=ClassifierGate.load(gate, list(gate_refuse or [])) if gate else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,13 @@ prompt that fills the context alone is refused, both naming the context length.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge.core.errors import LmforgeError
 from lmforge.core.log import logger
+
+if TYPE_CHECKING:
+    from lmforge.explain.control import Guards
 
 NEEDS = (
     "lmforge generate needs a decoder-only causal LM: a pretrain/model trained with objective "
@@ -146,14 +149,22 @@ def generate_text(
     top_p: float | None = None,
     seed: int = 0,
     chat: bool = False,
+    guards: Guards | None = None,
 ) -> str:
     """The continuation of ``prompt`` (without the prompt). ``temperature`` 0 is greedy.
 
     ``chat`` wraps the prompt in the model's chat template (instruction-tuned models).
+    ``guards`` (``lmforge.explain.control``) ban phrases, stop at sequences, cap the length,
+    constrain the output to a regex or JSON schema, and gate prompt and response.
+
+    Raises:
+        LmforgeError: the gate refuses the prompt or withholds the response.
     """
     import torch
 
     check_text(prompt)
+    if guards is not None and guards.gate is not None and (flag := guards.gate.flags(prompt)):
+        raise LmforgeError(f"the prompt is refused: the gate classifies it as {flag!r}")
     model, tok = load_generator(model_dir)
     if chat:
         if not tok.chat_template:
@@ -183,6 +194,24 @@ def generate_text(
     }
     if sample:
         kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p)
+    if guards is not None:
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        from lmforge.explain.control import guard_processors
+
+        procs, stops = guard_processors(tok, guards, prompt_tokens, max_new_tokens)
+        kwargs.update(
+            logits_processor=LogitsProcessorList(procs),
+            stopping_criteria=StoppingCriteriaList(stops),
+        )
     with torch.no_grad():
         out = model.generate(**enc, **kwargs)
-    return tok.decode(out[0, prompt_tokens:], skip_special_tokens=True)
+    text = tok.decode(out[0, prompt_tokens:], skip_special_tokens=True)
+    if guards is None:
+        return text
+    from lmforge.explain.control import cut_text
+
+    text, _ = cut_text(text, guards.stop, guards.max_chars)
+    if guards.gate is not None and (flag := guards.gate.flags(text)):
+        raise LmforgeError(f"the response is withheld: the gate classifies it as {flag!r}")
+    return text
