@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from lmforge.core.schema import (
@@ -140,6 +142,15 @@ class FinetuneConfig(StrictModel):
     device: Device = Field(
         "auto", description="Where to train and predict: auto (a CUDA GPU if any), cpu, cuda."
     )
+    augment: Literal["char", "zh-char"] | None = Field(
+        None,
+        description="Adversarial data augmentation (classification): add perturbed copies of "
+        "a share of the training texts - char: swaps, deletions, keyboard typos, homoglyphs; "
+        "zh-char: Chinese homophones (the explain stage's attacks, random edits).",
+    )
+    augment_share: float = Field(
+        0.5, gt=0, le=1, description="Share of the training texts that get a perturbed copy."
+    )
 
     @model_validator(mode="after")
     def _known(self) -> FinetuneConfig:
@@ -165,6 +176,11 @@ class FinetuneConfig(StrictModel):
             raise ValueError(
                 f"doc_stride: {self.doc_stride} must be at most max_length // 2 - 8 = "
                 f"{self.max_length // 2 - 8} (a window also holds the question, up to half)"
+            )
+        if self.augment is not None and self.task != "classification":
+            raise ValueError(
+                f"augment: adversarial augmentation perturbs classification texts; the task is "
+                f"{self.task!r} (drop finetune.augment)"
             )
         check_fewshot(self)
         return self

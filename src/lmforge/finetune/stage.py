@@ -151,6 +151,16 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
         from lmforge.finetune.fewshot import k_shot
 
         splits["train"] = k_shot(splits["train"], cfg.fewshot.shots, ctx.recipe.seed)
+    augmented = 0
+    if cfg.augment is not None:  # perturbed copies, labels kept (explain's attacks)
+        from lmforge.explain.attacks.augment import adversarial_augment
+
+        before = len(splits["train"])
+        splits["train"] = adversarial_augment(
+            splits["train"], cfg.augment, share=cfg.augment_share, seed=ctx.recipe.seed
+        )
+        augmented = len(splits["train"]) - before
+        logger.info("finetune: %d %s-perturbed copies added to training", augmented, cfg.augment)
     info = task.prepare(splits)
     torch.manual_seed(ctx.recipe.seed)
     model, processor = starting_model(task, cfg, ctx, info)
@@ -185,6 +195,7 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
         **numbers(run.scores),
         **{k: run.scores[k] for k in ("per_class", "per_type") if k in run.scores},
         "train_examples": len(splits["train"]),
+        "augmented_examples": augmented,
         "test_examples": len(splits["test"]),
         "truncated_train": run.encoded["train"].truncated,
         "trainable_params": run.trainable,
