@@ -8,32 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import E2E_OVERRIDES, TINY
 
 from lmforge.cli import main
-
-# quickstart at tiny size: 150 articles, a small vocabulary, a 1-layer model for 4 steps
-TINY_PRETRAIN = [
-    "pretrain.max_steps=4",
-    "pretrain.warmup_steps=1",
-    "pretrain.eval_every=2",
-    "pretrain.eval_batches=1",
-    "pretrain.checkpoint_every=4",
-    "pretrain.batch_size=4",
-    "pretrain.model.layers=1",
-    "pretrain.model.hidden=32",
-    "pretrain.model.heads=2",
-]
-TINY_FINETUNE = ["finetune.data.limit=40", "finetune.epochs=1", "finetune.max_length=32"]
-TINY = [
-    arg
-    for kv in [
-        "data.sources.0.limit=150",
-        "tokenizer.vocab_size=600",
-        *TINY_PRETRAIN,
-        *TINY_FINETUNE,
-    ]
-    for arg in ("--set", kv)
-]
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -235,114 +212,6 @@ def test_debug_shows_traceback_and_console_script_exit_codes(tmp_path):
         [sys.executable, "-m", "lmforge", "run", "--bogus"], capture_output=True, text=True
     )
     assert done.returncode == 2
-
-
-# one tiny end-to-end run per built-in recipe: a limit on every source keeps each in seconds
-TINY_MODEL = ["pretrain.block_size=32", "pretrain.model.context=64"]
-E2E_OVERRIDES = {
-    "zero-shot": ["data.sources.0.limit=60", "finetune.max_length=32"],
-    "few-shot": [  # MiniLM only (SmolLM2 takes minutes): prototypes and LoRA at k = 0, 2
-        "data.sources.0.limit=100",
-        "finetune.fewshot.curve=[0, 2]",
-        "finetune.fewshot.curve_methods=[in-context, lora]",
-        "finetune.fewshot.max_test=8",
-        "finetune.fewshot.min_steps=2",
-        "finetune.epochs=1",
-        "finetune.max_length=32",
-    ],
-    "translate": [
-        "data.sources.0.limit=300",
-        "tokenizer.vocab_size=600",
-        *TINY_FINETUNE,
-        "finetune.generation_max_tokens=8",
-    ],
-    "classify-bbc": [
-        "data.sources.0.limit=150",
-        *TINY_FINETUNE,
-        "evaluate.latency_repeats=1",
-        "evaluate.max_examples=8",
-    ],
-    "explain-bbc": [
-        "data.sources.0.limit=150",
-        *TINY_FINETUNE,
-        "explain.examples=1",
-        "explain.attribution={steps: 4, aopc_k: 2, random_runs: 1}",
-        "explain.attacks={methods: [char, word], max_examples: 2, candidates: 2}",
-        "explain.tcav.layers=[layer.0]",
-        "explain.tcav.random_runs=2",
-        "explain.tcav.random_examples=6",
-        "explain.tcav.max_targets=4",
-    ],
-    "compress-bbc": [
-        "data.sources.0.limit=150",
-        *TINY_FINETUNE,
-        "compress.steps.4.recovery_epochs=0",
-        "compress.steps.6.epochs=1",
-        "compress.profile=false",
-        "compress.max_examples=8",
-    ],
-    "instruct": [  # a llama-tiny on this run's BPE tokenizer instead of SmolLM2: seconds
-        "data.sources.0.limit=150",
-        "tokenizer.vocab_size=600",
-        "finetune.model={preset: llama-tiny}",
-        *TINY_FINETUNE,
-        "finetune.generation_max_tokens=8",
-    ],
-    "quickstart": [
-        "data.sources.0.limit=300",
-        "tokenizer.vocab_size=1500",
-        *TINY_PRETRAIN,
-        "pretrain.max_steps=20",
-        *TINY_FINETUNE,
-    ],
-    "tokenizer-zh": [
-        "data.sources.0.limit=300",
-        "data.sources.1.limit=300",
-        "tokenizer.vocab_size=1500",
-    ],
-    "pretrain-gpt-shakespeare": ["data.sources.0.limit=3", *TINY_PRETRAIN, *TINY_MODEL],
-    "pretrain-bert-wiki": [
-        "data.sources.0.limit=12",
-        "tokenizer.vocab_size=1000",
-        *TINY_PRETRAIN,
-        *TINY_MODEL,
-    ],
-    "qa": [
-        "data.sources.0.limit=60",
-        "finetune.data.limit=12",
-        "finetune.epochs=1",
-        "finetune.max_length=128",
-    ],
-    "pretrain-zh": [
-        "data.sources.0.limit=300",
-        "data.sources.1.limit=300",
-        "tokenizer.vocab_size=1500",
-        *TINY_PRETRAIN,
-        *TINY_MODEL,
-    ],
-    "ner-zh": [
-        "data.sources.0.limit=200",
-        "data.sources.1.limit=200",
-        "tokenizer.vocab_size=1000",
-        *TINY_PRETRAIN,
-        *TINY_MODEL,
-        *TINY_FINETUNE,
-    ],
-    "sentiment-zh": [
-        "data.sources.0.limit=200",
-        "data.sources.1.limit=200",
-        "tokenizer.vocab_size=1000",
-        *TINY_PRETRAIN,
-        *TINY_MODEL,
-        *TINY_FINETUNE,
-    ],
-    "vit-digits": [
-        "data.sources.0.limit=200",
-        "finetune.epochs=1",
-        "evaluate.latency_repeats=1",
-        "evaluate.max_examples=8",
-    ],
-}
 
 
 def test_every_builtin_recipe_has_an_end_to_end_test():

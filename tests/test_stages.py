@@ -6,8 +6,8 @@ import json
 import typing
 
 import pytest
-import test_cli
 import typer
+from helpers import E2E_OVERRIDES
 
 from lmforge.cli import app
 from lmforge.core.errors import RecipeError
@@ -69,7 +69,7 @@ def test_cross_section_checks_come_from_the_specs():
 # One tiny run through every stage of the list (sentiment-zh has them all but evaluate, which
 # is added): each stage runs, records its result, and a rerun with nothing changed skips it.
 CONTRACT_OVERRIDES = [
-    *test_cli.E2E_OVERRIDES["sentiment-zh"],
+    *E2E_OVERRIDES["sentiment-zh"],
     "evaluate={profile: false, max_examples: 8}",
     "compress={steps: [{method: quantize, scheme: bf16}], profile: false, max_examples: 8}",
     "explain={examples: 1, attribution: {steps: 4, aopc_k: 2, random_runs: 1}, "

@@ -81,13 +81,13 @@ def test_the_stage_exports_this_runs_pretrained_llama_to_gguf(tmp_path):
     """pretrain-gpt-shakespeare with a llama-tiny, then compress: model pretrain -> GGUF."""
     import json
 
-    import test_cli
+    from helpers import E2E_OVERRIDES
 
     from lmforge.recipe import load_recipe
     from lmforge.runner import run_recipe
 
     sets = [
-        *test_cli.E2E_OVERRIDES["pretrain-gpt-shakespeare"],
+        *E2E_OVERRIDES["pretrain-gpt-shakespeare"],
         "pretrain.model.preset=llama-tiny",
         "compress={model: pretrain, steps: [{method: export, format: gguf}]}",
     ]

@@ -1,17 +1,13 @@
 """The evaluate stage and `lmforge evaluate`: a saved model scored from disk, plus its cost."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import local_encoder, write_csv
 
 from lmforge.cli import main
 from lmforge.data.builtin import load_builtin
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "finetune"))
-from test_finetune_stage import local_encoder, write_csv  # noqa: E402
 
 COST_KEYS = (
     "total_params",
