@@ -10,7 +10,7 @@ LayerNorm, GELU), Llama (RoPE, RMSNorm, SwiGLU, tied embeddings) and Google's co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from lmforge.core.registry import Registry
 
@@ -116,3 +116,43 @@ for _preset in (
     ),
 ):
     PRESETS.add(_preset.name, _preset)
+
+
+# ---------------------------------------------------------------- task-specific shapes
+# Built by the tasks that train them from scratch (tasks/translation.py, image_classification.py):
+# the shapes are data here, so every preset lmforge has is listed in one module.
+
+# T5 v1.0 shapes (ReLU feed-forward, relative position buckets, tied embeddings), freshly
+# initialised and sized to the run's tokenizer. Params measured with 8,000 tokens:
+#   t5-tiny   2+2 layers, d_model 128, 4 heads x 32, d_ff 512    -> 1,943,296
+#   t5-small  6+6 layers, d_model 512, 8 heads x 64, d_ff 2048   -> 48,153,088 (google's
+#             t5-small shape: 60.5 M with its 32,128-token vocabulary)
+# At t5-tiny size the tied 8k-token output layer costs more compute than all 4 layers.
+SEQ2SEQ_PRESETS: dict[str, dict[str, int]] = {
+    "t5-tiny": {"d_model": 128, "d_kv": 32, "d_ff": 512, "num_layers": 2, "num_heads": 4},
+    "t5-small": {"d_model": 512, "d_kv": 64, "d_ff": 2048, "num_layers": 6, "num_heads": 8},
+}
+
+# ViTConfig fields of the from-scratch presets. Both take 32x32 images; parameters measured
+# with a 10-class head: vit-tiny 139,978 (grey) / 148,170 (RGB), vit-small 2,687,434 / 2,693,578.
+# On digits (8x8 upscaled, 50 epochs, same split) vit-tiny at 32x32 with 8x8 patches and at
+# 16x16 with 4x4 patches scored alike (val 98.6% vs 99.0%, test 98.0% vs 97.7%: the same 16
+# patches, each 2x2 source pixels); 32x32 keeps more of a user's larger images.
+VISION_PRESETS: dict[str, dict[str, Any]] = {
+    "vit-tiny": {  # 16 patches of 8x8 + [CLS]
+        "image_size": 32,
+        "patch_size": 8,
+        "hidden_size": 64,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+    },
+    "vit-small": {  # 64 patches of 4x4 + [CLS]; DeiT-Tiny's width, half its depth
+        "image_size": 32,
+        "patch_size": 4,
+        "hidden_size": 192,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 3,
+        "intermediate_size": 768,
+    },
+}

@@ -25,33 +25,11 @@ from typing import Any
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
+from lmforge.models.presets import VISION_PRESETS
 from lmforge.tasks import classification
 from lmforge.tasks.base import TASKS, Encoded, Splits, Task
 from lmforge.tasks.classification import LabelInfo
 
-# ViTConfig fields of the from-scratch presets. Both take 32x32 images; parameters measured
-# with a 10-class head: vit-tiny 139,978 (grey) / 148,170 (RGB), vit-small 2,687,434 / 2,693,578.
-# On digits (8x8 upscaled, 50 epochs, same split) vit-tiny at 32x32 with 8x8 patches and at
-# 16x16 with 4x4 patches scored alike (val 98.6% vs 99.0%, test 98.0% vs 97.7%: the same 16
-# patches, each 2x2 source pixels); 32x32 keeps more of a user's larger images.
-PRESETS: dict[str, dict[str, Any]] = {
-    "vit-tiny": {  # 16 patches of 8x8 + [CLS]
-        "image_size": 32,
-        "patch_size": 8,
-        "hidden_size": 64,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "intermediate_size": 128,
-    },
-    "vit-small": {  # 64 patches of 4x4 + [CLS]; DeiT-Tiny's width, half its depth
-        "image_size": 32,
-        "patch_size": 4,
-        "hidden_size": 192,
-        "num_hidden_layers": 6,
-        "num_attention_heads": 3,
-        "intermediate_size": 768,
-    },
-}
 # training images are padded (edge pixels repeated) and cropped back at a random offset of up
 # to this share of their side. On digits (vit-tiny, 50 epochs) 1/16 - half a source pixel -
 # raised val accuracy from 97.6% (no shift) to 98.6%; 1/8 (CIFAR's pad-4-crop-32) cut it to
@@ -216,7 +194,7 @@ def load_processor(path: Path) -> Any:
         raise LmforgeError(
             f"finetune.model: {path} has no image processor (preprocessor_config.json), so it "
             "cannot do the 'image-classification' task; give a vision model's directory (a ViT) "
-            f"or train one from scratch with model.preset: {' or '.join(PRESETS)} ({e})"
+            f"or train one from scratch with model.preset: {' or '.join(VISION_PRESETS)} ({e})"
         ) from None
 
 
@@ -240,7 +218,7 @@ def load_model(
     except LmforgeError as e:
         raise LmforgeError(
             f"{e}. For images give a vision model (a ViT directory) or model.preset: "
-            f"{' or '.join(PRESETS)}"
+            f"{' or '.join(VISION_PRESETS)}"
         ) from None
 
 
@@ -249,7 +227,7 @@ def preset_processor(preset: str, info: ImageInfo) -> Any:
     brightest training pixel, normalise each channel to [-1, 1] (ViT's mean = std = 0.5)."""
     from transformers import ViTImageProcessorPil
 
-    side = PRESETS[preset]["image_size"]
+    side = VISION_PRESETS[preset]["image_size"]
     return ViTImageProcessorPil(
         do_resize=True,
         size={"height": side, "width": side},
@@ -269,7 +247,7 @@ def from_preset(preset: str, info: ImageInfo, tokenizer_dir: Path | None) -> tup
     from lmforge.tasks.heads import label_config
 
     config = ViTConfig(
-        **PRESETS[preset],
+        **VISION_PRESETS[preset],
         num_channels=info.channels,
         **label_config(info.labels, info.multi_label),
     )
@@ -335,7 +313,7 @@ TASKS.add(
         classification.predict,
         classification.metrics,
         load_processor=load_processor,
-        presets=tuple(PRESETS),
+        presets=tuple(VISION_PRESETS),
         from_preset=from_preset,
         preset_uses_tokenizer=False,
         baseline=baseline,

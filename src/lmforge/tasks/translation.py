@@ -17,18 +17,9 @@ from typing import Any, Literal
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
+from lmforge.models.presets import SEQ2SEQ_PRESETS
 from lmforge.tasks.base import TASKS, Encoded, Splits, Task, TaskOptions, pad_sequences
 
-# T5 v1.0 shapes (ReLU feed-forward, relative position buckets, tied embeddings), freshly
-# initialised and sized to the run's tokenizer. Params measured with 8,000 tokens:
-#   t5-tiny   2+2 layers, d_model 128, 4 heads x 32, d_ff 512    -> 1,943,296
-#   t5-small  6+6 layers, d_model 512, 8 heads x 64, d_ff 2048   -> 48,153,088 (google's
-#             t5-small shape: 60.5 M with its 32,128-token vocabulary)
-# At t5-tiny size the tied 8k-token output layer costs more compute than all 4 layers.
-T5_PRESETS: dict[str, dict[str, int]] = {
-    "t5-tiny": {"d_model": 128, "d_kv": 32, "d_ff": 512, "num_layers": 2, "num_heads": 4},
-    "t5-small": {"d_model": 512, "d_kv": 64, "d_ff": 2048, "num_layers": 6, "num_heads": 8},
-}
 IGNORE_INDEX = -100  # label positions the loss skips (padding)
 
 
@@ -228,7 +219,7 @@ def from_preset(preset: str, info: PairInfo, tokenizer_dir: Path | None) -> tupl
         )
     config = T5Config(
         vocab_size=len(tokenizer),
-        **T5_PRESETS[preset],
+        **SEQ2SEQ_PRESETS[preset],
         feed_forward_proj="relu",
         dropout_rate=0.1,
         pad_token_id=tokenizer.pad_token_id,
@@ -249,7 +240,7 @@ TASKS.add(
         encode,
         predict,
         metrics,
-        presets=tuple(T5_PRESETS),
+        presets=tuple(SEQ2SEQ_PRESETS),
         from_preset=from_preset,
         baseline=baseline,
         main_metric="bleu",
