@@ -110,3 +110,15 @@ def test_stage_contract(contract_runs, spec):
     # the rerun reuses the stage and reports the same numbers
     assert spec.name in second.cached and spec.name not in second.ran
     assert second.summary["stages"][spec.name]["metrics"] == entry["metrics"]
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "compress", "explain"])
+def test_a_stage_that_reads_the_fine_tuned_model_needs_one_saved(stage):
+    raw = {
+        "name": "t",
+        "data": {"sources": [{"builtin": "bbc-news"}]},
+        "finetune": {"method": "zero-shot"},
+        stage: {"steps": [{"method": "quantize"}]} if stage == "compress" else {},
+    }
+    with pytest.raises(RecipeError, match=f"{stage}.model is 'finetune' but finetune.method"):
+        parse_recipe(raw)

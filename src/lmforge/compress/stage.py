@@ -242,13 +242,10 @@ def _check(recipe: Any) -> None:
                 "compress.model: there is no finetune section; name 'pretrain' or a model directory"
             )
         return
-    from lmforge.finetune.fewshot_config import INFERENCE_METHODS
+    if recipe.compress.model == "finetune":
+        from lmforge.finetune.stage import check_saved_model
 
-    if recipe.compress.model == "finetune" and recipe.finetune.method in INFERENCE_METHODS:
-        raise ValueError(
-            f"compress: finetune.method {recipe.finetune.method!r} saves no model; set "
-            "compress.model to a model directory"
-        )
+        check_saved_model(recipe, "compress.model")
     for i, step in enumerate(recipe.compress.steps):
         if step.method == "distill" and recipe.finetune.task != "classification":
             raise ValueError(

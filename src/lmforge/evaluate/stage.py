@@ -215,13 +215,10 @@ def _inputs(recipe: Any) -> Any:
 def _check(recipe: Any) -> None:
     if recipe.finetune is None:
         raise ValueError("evaluate: needs a finetune section (its task, data columns and model)")
-    from lmforge.finetune.fewshot_config import INFERENCE_METHODS
+    if recipe.evaluate.model == "finetune":
+        from lmforge.finetune.stage import check_saved_model
 
-    if recipe.evaluate.model == "finetune" and recipe.finetune.method in INFERENCE_METHODS:
-        raise ValueError(
-            f"evaluate: finetune.method {recipe.finetune.method!r} trains and saves no model; "
-            "set evaluate.model to a model directory or drop the evaluate section"
-        )
+        check_saved_model(recipe, "evaluate.model")
 
 
 SPEC = StageSpec(

@@ -198,13 +198,10 @@ def _check(recipe: Any) -> None:
         raise ValueError(
             f"explain: explains text classifiers; finetune.task is {recipe.finetune.task!r}"
         )
-    from lmforge.finetune.fewshot_config import INFERENCE_METHODS
+    if recipe.explain.model == "finetune":
+        from lmforge.finetune.stage import check_saved_model
 
-    if recipe.explain.model == "finetune" and recipe.finetune.method in INFERENCE_METHODS:
-        raise ValueError(
-            f"explain: finetune.method {recipe.finetune.method!r} trains and saves no model; "
-            "set explain.model to a model directory"
-        )
+        check_saved_model(recipe, "explain.model")
 
 
 SPEC = StageSpec(

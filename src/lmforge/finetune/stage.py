@@ -360,6 +360,25 @@ def _inputs(recipe: Any) -> Any:
     return {"files": files, "model": model_identity(recipe.finetune.model.path)}
 
 
+def check_saved_model(recipe: Any, key: str) -> None:
+    """Recipe-time check for a later stage whose ``key`` (e.g. ``evaluate.model``) is
+    'finetune': the recipe fine-tunes, with a method that saves a model.
+
+    Raises:
+        ValueError: naming ``key`` (pydantic reports it as a recipe error).
+    """
+    from lmforge.finetune.methods import METHODS
+
+    if recipe.finetune is None:
+        raise ValueError(f"{key} is 'finetune' but the recipe has no finetune section")
+    method = recipe.finetune.method
+    if not METHODS.get(method).trains:
+        raise ValueError(
+            f"{key} is 'finetune' but finetune.method {method!r} trains and saves no model; "
+            f"set {key} to a model directory"
+        )
+
+
 def _check(recipe: Any) -> None:
     ft = recipe.finetune
     if ft.model.path == "pretrain" and recipe.pretrain is None:
