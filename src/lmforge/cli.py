@@ -389,10 +389,17 @@ def schema(
     section: Annotated[
         str | None, typer.Argument(help="Only keys under this prefix, e.g. data.dedup.")
     ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Every key as Markdown tables (the reference).")
+    ] = False,
 ) -> None:
     """Every recipe key with its type, default and description (the keys --set takes)."""
-    from lmforge.core.schema import describe_fields
+    from lmforge.core.schema import describe_fields, fields_markdown
     from lmforge.recipe import Recipe
+
+    if markdown:
+        sys.stdout.write(fields_markdown(Recipe))
+        return
 
     rows = [r for r in describe_fields(Recipe) if section is None or r[0].startswith(section)]
     if not rows:

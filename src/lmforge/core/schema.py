@@ -106,6 +106,29 @@ def type_label(ann: object) -> str:
     return getattr(ann, "__name__", str(ann))
 
 
+def fields_markdown(model: type[BaseModel]) -> str:
+    """Every key of ``model`` as a Markdown table per top-level section (docs/recipe-reference.md
+    is this text for the recipe; a test keeps the file in sync with the schema)."""
+    out = ["# Recipe reference", "", "Every recipe key (`lmforge schema` prints the same). "
+           "Generated from the schema: `lmforge schema --markdown > docs/recipe-reference.md`.", ""]  # fmt: skip
+
+    def nested(row: tuple[str, str, str, str]) -> bool:
+        return "." in row[0] or row[1] in ("section", "list")
+
+    section = None
+    rows = sorted(describe_fields(model), key=nested)  # top-level keys first (stable sort)
+    for path, type_name, default, description in rows:
+        top = path.split(".")[0] if nested((path, type_name, "", "")) else "top level"
+        if top != section:
+            section = top
+            out += ["", f"## `{top}`", "", "| key | type | default | description |", "|---|---|---|---|"]  # fmt: skip
+        cells = [f"`{path}`", type_name, f"`{default}`" if default else "", description]
+        out.append(
+            "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+        )
+    return "\n".join(out).strip() + "\n"
+
+
 def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(key path, type, default, description) for every field, nested models expanded.
 
