@@ -264,3 +264,14 @@ def test_readme_documents_every_command():
     table = set(re.findall(r"^\| `(lmforge [a-z]+(?: show)?)", readme, flags=re.M))
     table |= set(re.findall(r"`(lmforge recipes show)", readme))
     assert commands <= table, commands - table
+
+
+def test_a_library_warning_on_the_root_logger_does_not_double_lmforge_lines():
+    code = (
+        "import logging; from lmforge.cli import _setup_logging; _setup_logging(False); "
+        "logging.warning('from a library'); from lmforge.core.log import logger; "
+        "logger.info('hello')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stderr.count("hello") == 1, done.stderr
+    assert "from a library" in done.stderr

@@ -709,6 +709,15 @@ def _setup_logging(debug: bool) -> None:
         handler.setFormatter(logging.Formatter("lmforge %(levelname)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    # Libraries' warnings on the root logger, shown once: a root without a handler gets one
+    # from logging.basicConfig the first time a library calls logging.warning() (onnxruntime's
+    # quantizer does), and from then on every lmforge line would print twice.
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        others = _StderrHandler(logging.WARNING)
+        others.addFilter(lambda record: not record.name.startswith("lmforge"))
+        others.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+        root.addHandler(others)
 
 
 def _accept_debug_everywhere(group: Any, debug: Any = None) -> None:
