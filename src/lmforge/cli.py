@@ -72,8 +72,8 @@ def _print_outcome(outcome) -> None:
     _echo(f"run directory: {outcome.root}")
     for name, entry in stages.items():
         note = " (unchanged, reused)" if entry.get("cached") else ""
-        keys = list(entry["metrics"])[:6]
-        shown = ", ".join(f"{k}={_fmt(entry['metrics'][k])}" for k in keys)
+        numbers = [(k, v) for k, v in entry["metrics"].items() if isinstance(v, int | float)]
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in numbers[:6])  # tables: summary.json
         _echo(f"  {name:<10} {entry['status']:<8} {entry['seconds']:>8.1f} s{note}  {shown}")
     from lmforge.report.headlines import headline_numbers
 
