@@ -214,3 +214,22 @@ E2E_OVERRIDES = {
         "evaluate.max_examples=8",
     ],
 }
+
+
+def classify_section(base: Path, train: Path, test: Path, **overrides: Any) -> dict[str, Any]:
+    """A recipe's finetune section: LoRA classification of ``write_csv`` files on ``base``."""
+    return {
+        "task": "classification",
+        "method": "lora",
+        "model": {"path": str(base)},
+        "data": {
+            "train": str(train),
+            "test": str(test),
+            "text_column": "body",
+            "label_column": "topic",
+        },
+        "epochs": 2,
+        "max_length": 64,
+        "method_config": {"target_modules": ["query", "value"]},
+        **overrides,
+    }

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 import yaml
-from helpers import local_encoder, write_csv
+from helpers import classify_section, local_encoder, write_csv
 
 from lmforge.cli import main
 from lmforge.core.errors import LmforgeError
@@ -32,24 +32,7 @@ def three_topics(tmp_path_factory):
 
 
 def finetune_run(tmp_path, base, train, test, **finetune):
-    recipe = {
-        "name": "art",
-        "finetune": {
-            "task": "classification",
-            "method": "lora",
-            "model": {"path": str(base)},
-            "data": {
-                "train": str(train),
-                "test": str(test),
-                "text_column": "body",
-                "label_column": "topic",
-            },
-            "epochs": 2,
-            "max_length": 64,
-            "method_config": {"target_modules": ["query", "value"]},
-            **finetune,
-        },
-    }
+    recipe = {"name": "art", "finetune": classify_section(base, train, test, **finetune)}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     run = tmp_path / "run"
     assert main(["run", str(tmp_path / "r.yaml"), "--out", str(run)]) == 0

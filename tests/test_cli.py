@@ -164,7 +164,7 @@ def test_only_rejects_unknown_or_unconfigured_stage(capsys):
     for planned in PLANNED_STAGES[:1]:  # a reserved stage name is refused as not available
         code, _, err = run_cli(capsys, "run", "quickstart", "--only", planned)
         assert code == 1 and "not available" in err
-    code, _, err = run_cli(capsys, "run", "quickstart", "--only", "evaluate")
+    code, _, err = run_cli(capsys, "run", "tokenizer-zh", "--only", "evaluate")
     assert code == 1 and "has no 'evaluate' section" in err
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import tiny_bert, trained_tokenizer, write_csv
+from helpers import classify_section, tiny_bert, trained_tokenizer, write_csv
 
 from lmforge.cli import main
 from lmforge.data.builtin import load_builtin
@@ -51,20 +51,7 @@ def tiny_classifier_dir(path: Path, texts: list[str]) -> Path:
 def recipe(base: Path, train: Path, test: Path, steps: list[dict] | None) -> dict:
     out = {
         "name": "cmp",
-        "finetune": {
-            "task": "classification",
-            "method": "full",
-            "model": {"path": str(base)},
-            "data": {
-                "train": str(train),
-                "test": str(test),
-                "text_column": "body",
-                "label_column": "topic",
-            },
-            "epochs": 2,
-            "lr": 1e-3,
-            "max_length": 48,
-        },
+        "finetune": classify_section(base, train, test, method="full", lr=1e-3, max_length=48),
     }
     if steps is not None:
         out["compress"] = {

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import yaml
-from helpers import local_encoder, write_csv
+from helpers import classify_section, local_encoder, write_csv
 
 from lmforge.cli import main
 from lmforge.data.builtin import load_builtin
@@ -31,21 +31,7 @@ def files(tmp_path_factory):
 def recipe(base, train, test, merge):
     return {
         "name": "ev",
-        "finetune": {
-            "task": "classification",
-            "method": "lora",
-            "model": {"path": str(base)},
-            "data": {
-                "train": str(train),
-                "test": str(test),
-                "text_column": "body",
-                "label_column": "topic",
-            },
-            "epochs": 2,
-            "max_length": 64,
-            "merge": merge,
-            "method_config": {"target_modules": ["query", "value"]},
-        },
+        "finetune": classify_section(base, train, test, merge=merge),
         "evaluate": {"latency_repeats": 2},
     }
 

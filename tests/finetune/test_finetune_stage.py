@@ -4,7 +4,7 @@ import json
 
 import torch
 import yaml
-from helpers import local_encoder, write_csv
+from helpers import classify_section, local_encoder, write_csv
 
 from lmforge.cli import main
 from lmforge.data.builtin import load_builtin
@@ -18,24 +18,7 @@ def test_finetune_from_files_saves_adapter_merged_model_and_predictions(tmp_path
     train = write_csv(tmp_path / "train.csv", docs[:100])
     test = write_csv(tmp_path / "test.csv", docs[100:])
     base = local_encoder(tmp_path / "base", [d.text for d in docs[:100]])
-    recipe = {
-        "name": "ft",
-        "finetune": {
-            "task": "classification",
-            "method": "lora",
-            "model": {"path": str(base)},
-            "data": {
-                "train": str(train),
-                "test": str(test),
-                "text_column": "body",
-                "label_column": "topic",
-            },
-            "epochs": 2,
-            "max_length": 64,
-            "merge": True,
-            "method_config": {"target_modules": ["query", "value"]},
-        },
-    }
+    recipe = {"name": "ft", "finetune": classify_section(base, train, test, merge=True)}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp_path / "run"
     assert main(["run", str(tmp_path / "r.yaml"), "--out", str(out)]) == 0

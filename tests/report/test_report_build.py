@@ -199,30 +199,19 @@ def test_a_run_whose_stages_all_succeeded_reads_complete(tmp_path):
 
 @pytest.mark.slow
 def test_report_of_a_real_tiny_quickstart_run(tmp_path):
-    tiny = [
-        "data.sources.0.limit=150",
-        "tokenizer.vocab_size=600",
-        "pretrain.max_steps=4",
-        "pretrain.warmup_steps=1",
-        "pretrain.eval_every=2",
-        "pretrain.eval_batches=1",
-        "pretrain.checkpoint_every=4",
-        "pretrain.batch_size=4",
-        "pretrain.model.layers=1",
-        "pretrain.model.hidden=32",
-        "pretrain.model.heads=2",
-        "finetune.data.limit=40",
-        "finetune.epochs=1",
-        "finetune.max_length=32",
-    ]
+    from helpers import TINY
+
     run = tmp_path / "run"
-    sets = [arg for kv in tiny for arg in ("--set", kv)]
-    assert main(["run", "quickstart", "--out", str(run), *sets]) == 0
+    assert main(["run", "quickstart", "--out", str(run), *TINY]) == 0
     assert (run / "report.html").is_file()  # every run ends with its report
     (run / "report.html").unlink()
     assert main(["report", str(run)]) == 0
     found = sections_of((run / "report.html").read_text(encoding="utf-8"))
-    assert list(found) == ["overview", "data", "tokenizer", "pretrain", "finetune", "cost"]
+    assert list(found) == [
+        "overview",
+        *("data", "tokenizer", "pretrain", "finetune", "evaluate", "compress", "explain"),
+        "cost",
+    ]
     assert "stage failed" not in "".join(found.values())
     assert "Loss per step" in found["pretrain"] and "Confusion matrix" in found["finetune"]
     assert "baseline: tfidf+logreg" in found["finetune"]

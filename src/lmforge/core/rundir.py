@@ -43,7 +43,7 @@ Status = Literal["done", "failed", "skipped", "stale", "interrupted"]
 STAGE_STATE = "_stage.json"
 MARKER = ".lmforge-run"
 LOCK_FILE = ".lmforge-run.lock"
-_RUN_FILES = ("recipe.yaml", "summary.json", "metrics.jsonl")
+_RUN_FILES = ("recipe.yaml", "summary.json", "metrics.jsonl", "report.html")
 _STAMP = re.compile(r"(?P<stamp>\d{8}-\d{6})(?:-(?P<n>\d+))?")
 
 
