@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -101,9 +102,18 @@ sys.exit(main(args))
 """
 
 
+def _interruptible() -> None:
+    """In the child before exec: Ctrl-C does what it does in a terminal. A test runner started
+    as a background job (`cmd &` in a script, as CI may) inherits SIGINT *ignored*, and a
+    Python started with SIGINT ignored never turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def lmforge_process(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "LMFORGE_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "lmforge", *args], env=env, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lmforge", *args], env=env, preexec_fn=_interruptible, **kw
+    )
 
 
 def hooked_process(
