@@ -16,6 +16,7 @@ from typing import Any
 
 from lmforge.core.errors import LmforgeError
 from lmforge.core.memory import peak_rss_mb
+from lmforge.core.metrics import numbers
 
 
 def count_params(model: Any, path: Path) -> int:
@@ -67,7 +68,7 @@ def quality(path: Path, docs: list[Any], fcfg: Any) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     scores = task.metrics(enc.references, predictions, info)
     return {
-        **{k: v for k, v in scores.items() if isinstance(v, int | float)},
+        **numbers(scores),
         "quality_metric": task.main_metric,
         "quality": scores[task.main_metric],
         "params": count_params(model, path),
@@ -78,18 +79,11 @@ def quality(path: Path, docs: list[Any], fcfg: Any) -> dict[str, Any]:
 
 def latency(model: Any, batches: dict[int, dict[str, Any]], repeats: int) -> dict[str, float]:
     """p50/p95 forward milliseconds and examples/s (at p50) per batch size."""
-    import torch
+    from lmforge.evaluate.profile import forward_seconds
 
     out: dict[str, float] = {}
     for size, batch in sorted(batches.items()):
-        times = []
-        with torch.inference_mode():
-            for i in range(repeats + 1):
-                t0 = time.perf_counter()
-                model(**batch)
-                if i:  # the first call warms up allocators and kernels
-                    times.append(time.perf_counter() - t0)
-        times.sort()
+        times = sorted(forward_seconds(model, batch, repeats))
         p50 = statistics.median(times)
         p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
         out[f"latency_ms_p50_b{size}"] = p50 * 1000

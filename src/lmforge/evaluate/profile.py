@@ -53,23 +53,28 @@ def load_for_eval(
     return art.model, art.processor, trainable
 
 
+def forward_seconds(model: Any, batch: dict[str, Any], repeats: int) -> list[float]:
+    """Seconds of ``repeats`` forward passes on ``batch``, after one untimed warm-up call."""
+    import torch
+
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            model(**batch)
+            if i:  # the first call warms up allocators and kernels
+                times.append(time.perf_counter() - t0)
+    return times
+
+
 def forward_latency(
     model: Any, make_batch: Callable[[int], dict[str, Any]], sizes: list[int], repeats: int
 ) -> dict[str, float]:
     """Median forward-pass milliseconds per batch size, and examples/s at each size."""
-    import torch
-
     out: dict[str, float] = {}
     for size in sizes:
         batch = make_batch(size)
-        times = []
-        with torch.inference_mode():
-            for i in range(repeats + 1):
-                t0 = time.perf_counter()
-                model(**batch)
-                if i:  # the first call warms up allocators and kernels
-                    times.append(time.perf_counter() - t0)
-        median = statistics.median(times)
+        median = statistics.median(forward_seconds(model, batch, repeats))
         n = len(next(iter(batch.values())))
         out[f"latency_ms_b{size}"] = median * 1000
         out[f"examples_per_s_b{size}"] = n / median
