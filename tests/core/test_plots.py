@@ -61,3 +61,37 @@ def test_a_font_without_chinese_glyphs_does_not_count():
 
     dejavu = font_manager.findfont("DejaVu Sans")
     assert not plots._covers(dejavu, plots.CJK_PROBE)
+
+
+def test_the_pypi_font_alone_draws_chinese(monkeypatch):
+    """With every system CJK font hidden, mplfonts' Noto Sans CJK SC (a pinned PyPI package)
+    is found and draws Chinese labels with no missing-glyph warning."""
+    from matplotlib import font_manager, rc_context
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    packaged = plots.packaged_cjk_font()
+    assert packaged is not None, plots.INSTALL_HINT  # requirements-nodeps.txt installs it
+    manager = font_manager.fontManager
+    latin_only = [f for f in manager.ttflist if "CJK" not in f.name or f.fname == str(packaged)]
+    monkeypatch.setattr(manager, "ttflist", latin_only)
+    plots.find_cjk_font.cache_clear()
+    manager._findfont_cached.cache_clear()  # findfont memoises by name
+    try:
+        name = plots.find_cjk_font()
+        assert name is not None
+        with rc_context({"font.family": "sans-serif", "font.sans-serif": [name]}):
+            assert font_manager.findfont(name, fallback_to_default=False) == str(packaged)
+            fig = Figure(figsize=(3, 2))
+            FigureCanvasAgg(fig)
+            ax = fig.add_subplot()
+            ax.set_title("体育 政治 sport")
+            ax.set_xticks([0, 1], ["正面", "负面"])
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fig.canvas.draw()
+        assert not [w for w in caught if "missing from" in str(w.message)]
+    finally:
+        monkeypatch.undo()
+        plots.find_cjk_font.cache_clear()
+        manager._findfont_cached.cache_clear()

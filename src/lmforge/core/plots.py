@@ -2,16 +2,19 @@
 
 Every plot lmforge saves (loss curves, confusion matrices, per-type scores, few-shot curves,
 attention maps) goes through ``figure()``, so they share a style and Chinese labels render
-wherever a CJK font is installed. The font lmforge's install names is Noto Sans CJK (Debian /
-Ubuntu: ``apt-get install fonts-noto-cjk``); any font of ``CJK_FONTS`` that really holds the
-glyphs is used. Without one, matplotlib's per-glyph "missing from font" warnings are silenced
-and one warning per figure with Chinese text says what to install instead.
+wherever a CJK font is installed. The font lmforge's install names is Noto Sans CJK SC, from
+PyPI's ``mplfonts`` (its bundled OTF is registered with matplotlib in-process; nothing is copied
+or configured) or the system (Debian / Ubuntu: ``apt-get install fonts-noto-cjk``); any font of
+``CJK_FONTS`` that really holds the glyphs is used. Without one, matplotlib's per-glyph
+"missing from font" warnings are silenced and one warning per figure with Chinese text says
+what to install instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +39,8 @@ CJK_FONTS = (
 CJK_PROBE = "中文体育政治经济"  # characters a CJK font must draw to count as one
 INSTALL_HINT = (
     "install a CJK font so Chinese text renders instead of empty boxes: "
-    "apt-get install fonts-noto-cjk (Debian/Ubuntu), then rm -rf ~/.cache/matplotlib"
+    "pip install --no-deps mplfonts==0.0.11, or apt-get install fonts-noto-cjk "
+    "(Debian/Ubuntu) and rm -rf ~/.cache/matplotlib"
 )
 
 
@@ -51,11 +55,29 @@ def _covers(path: str, text: str) -> bool:
     return all(ord(c) in charmap for c in text)
 
 
+def packaged_cjk_font() -> Path | None:
+    """Noto Sans CJK SC (SIL OFL 1.1) as shipped by PyPI's ``mplfonts``, if installed.
+
+    Located without importing ``mplfonts`` (its modules pull ``fire``; lmforge installs it
+    with ``--no-deps`` and reads only the font file).
+    """
+    spec = importlib.util.find_spec("mplfonts")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "fonts" / "NotoSansCJKsc-Regular.otf"
+    return path if path.is_file() else None
+
+
 @functools.cache
 def find_cjk_font() -> str | None:
     """Name of the first installed font from ``CJK_FONTS`` that draws Chinese, or None."""
     from matplotlib import font_manager
 
+    packaged = packaged_cjk_font()
+    if packaged is not None and all(
+        f.fname != str(packaged) for f in font_manager.fontManager.ttflist
+    ):
+        font_manager.fontManager.addfont(packaged)  # no system font needed
     paths: dict[str, str] = {}
     for font in font_manager.fontManager.ttflist:
         paths.setdefault(font.name, font.fname)
