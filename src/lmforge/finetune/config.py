@@ -108,6 +108,13 @@ class FinetuneConfig(StrictModel):
         description="full, linear-probe, lora, adalora, ia3, prefix, prompt, adapter; or, "
         "without training, zero-shot / in-context (see fewshot).",
     )
+    head: Literal["softmax", "crf"] = Field(
+        "softmax",
+        description="token-classification: the output layer. softmax: a per-token classifier "
+        "(decoded under the tagging scheme's constraints); crf: BERT-CRF, a linear-chain CRF over "
+        "the classifier's scores, trained with its log-likelihood and Viterbi-decoded (its "
+        "transitions save beside the model in crf.safetensors).",
+    )
     method_config: MethodConfig = Field(
         default_factory=MethodConfig, description="Method hyperparameters."
     )
@@ -181,6 +188,11 @@ class FinetuneConfig(StrictModel):
             raise ValueError(
                 f"augment: adversarial augmentation perturbs classification texts; the task is "
                 f"{self.task!r} (drop finetune.augment)"
+            )
+        if self.head == "crf" and self.task != "token-classification":
+            raise ValueError(
+                f"head: a CRF tags token sequences; the task is {self.task!r} "
+                "(use head: crf with task: token-classification, or drop finetune.head)"
             )
         check_fewshot(self)
         return self

@@ -98,6 +98,10 @@ def train_and_test(
             )
     steps = cfg.epochs * -(-len(encoded["train"]) // cfg.batch_size)
     model = apply_method(cfg.method, model, cfg.method_config, task.peft_task, steps)
+    if cfg.head == "crf":  # BERT-CRF: the CRF trains on top of whatever the method trains
+        from lmforge.tasks.token_classification import crf_head
+
+        model = crf_head(model, info, encoded["train"])
     trainable, total = trainable_parameters(model)
     logger.info(
         "finetune: %s %s on %d examples, %s trainable of %s params",

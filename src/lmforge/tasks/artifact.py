@@ -226,6 +226,10 @@ def load_artifact(
         # the head comes from the adapter (peft's modules_to_save), so the base may lack one
         base = load(files.base, files.info, trust_remote_code=trust_remote_code)
         model = PeftModel.from_pretrained(base, files.path, is_trainable=trainable)
+        if files.task.name == "token-classification":  # a CRF head saves beside the adapter
+            from lmforge.tasks.crf import with_crf
+
+            model = with_crf(model, files.path)
         own = any((files.path / name).is_file() for name in PROCESSOR_FILES)
         processor = files.task.load_processor(files.path if own else files.base)
     model.eval()

@@ -311,12 +311,15 @@ def _log(warnings: dict[str, int], split: str, examples: int, features: int, pac
 def load_model(
     path: Path, info: TagInfo, *, trust_remote_code: bool = False, for_inference: bool = False
 ) -> Any:
-    """``AutoModelForTokenClassification``; the keywords are ``load_head``'s."""
+    """``AutoModelForTokenClassification``; the keywords are ``load_head``'s. For inference, a
+    model saved with a CRF head (``crf.safetensors`` beside it) comes with its CRF, so
+    ``predict`` decodes as it was trained (see ``tasks.crf``)."""
     from transformers import AutoModelForTokenClassification
 
+    from lmforge.tasks.crf import with_crf
     from lmforge.tasks.heads import label_config, load_head
 
-    return load_head(
+    model = load_head(
         AutoModelForTokenClassification,
         path,
         "token-classification",
@@ -324,33 +327,53 @@ def load_model(
         for_inference=for_inference,
         **label_config(info.labels),
     )
+    return with_crf(model, path) if for_inference else model
+
+
+def crf_head(model: Any, info: TagInfo, train: Encoded) -> Any:
+    """``finetune.head: crf``: ``model`` under a fresh linear-chain CRF (``tasks.crf``), its
+    transitions started from the tag bigrams of the ``train`` features."""
+    from lmforge.tasks.crf import crf_head as wrap
+
+    tags = [[y for y in f["labels"] if y != IGNORE] for f in train.features]
+    return wrap(model, info.labels, tags)
 
 
 def predict(model: Any, data: Encoded, processor: Any, info: TagInfo, options: Any) -> list[Any]:
     """One tag per input token, the best *valid* tag sequence of each example.
 
-    Per-token argmax often yields sequences no annotator writes (``O I-PER``, ``B-ORG I-PER``),
-    and seqeval then scores broken entities; a Viterbi pass over the per-token log-probabilities
-    with the scheme's forbidden transitions set to -inf (the constraint a CRF layer learns)
-    fixes them at no training cost. Tokens no chunk labelled (spaces, truncation) are "O".
+    Softmax head: per-token argmax often yields sequences no annotator writes (``O I-PER``,
+    ``B-ORG I-PER``), and seqeval then scores broken entities; a Viterbi pass over the per-token
+    log-probabilities with the scheme's forbidden transitions set to -inf (the constraint a CRF
+    layer learns) fixes them at no training cost. CRF head (``tasks.crf.CrfTagger``): Viterbi
+    over the emissions with the learned transitions, forbidden ones excluded. Chunks are put
+    back together first, so the path runs over the whole example. Tokens no chunk labelled
+    (spaces, truncation) score 0 for "O" and -10000 for the rest.
     """
     opts = TaskOptions.of(options)
     import torch
 
-    scores = [torch.full((len(ref), len(info.labels)), -1e4) for ref in data.references]
+    from lmforge.tasks.crf import CrfTagger, viterbi_decode
+
+    crf = model.decoding_scores() if isinstance(model, CrfTagger) else None
+    n = len(info.labels)
+    scores = [torch.full((len(ref), n), -1e4) for ref in data.references]
     outside = info.labels.index("O") if "O" in info.labels else 0
     for s in scores:
         s[:, outside] = 0.0  # unlabelled tokens: "O"
     features: Iterator[dict[str, Any]] = iter(data.features)
     virtual = opts.virtual_tokens
     for logits in logits_in_batches(model, data, opts.batch_size * 2):
-        for row in logits[:, virtual:].log_softmax(-1):  # (T, labels) of one window
+        rows = logits[:, virtual:]  # (B, T, labels): CRF emissions, or softmax log-probabilities
+        for row in rows if crf is not None else rows.log_softmax(-1):
             f = next(features)
             for t, (i, w) in enumerate(zip(f["example_index"], f["word_index"], strict=False)):
                 if w >= 0:
                     scores[i][w] = row[t]
-    allowed = transition_mask(info.labels)
-    return [[info.labels[j] for j in viterbi(s, allowed)] for s in scores]
+    if crf is None:
+        penalty = torch.where(transition_mask(info.labels), 0.0, float("-inf"))
+        crf = (penalty[:n, :n], penalty[n, :n], penalty[:n, n])
+    return [[info.labels[j] for j in viterbi_decode(s, *crf)] for s in scores]
 
 
 def transition_mask(labels: list[str]) -> Any:
@@ -377,22 +400,11 @@ def viterbi(logprobs: Any, allowed: Any) -> list[int]:
     """Highest-scoring tag path through (T, L) log-probabilities under ``transition_mask``."""
     import torch
 
+    from lmforge.tasks.crf import viterbi_decode
+
     n = logprobs.shape[1]
-    if not len(logprobs):
-        return []
     penalty = torch.where(allowed, 0.0, float("-inf"))
-    best = logprobs[0] + penalty[n, :n]
-    back = []
-    for t in range(1, logprobs.shape[0]):
-        total = best[:, None] + penalty[:n, :n]  # (prev, cur)
-        back.append(total.argmax(0))
-        best = total.max(0).values + logprobs[t]
-    tag = int((best + penalty[:n, n]).argmax())
-    path = [tag]
-    for pointers in reversed(back):
-        tag = int(pointers[tag])
-        path.append(tag)
-    return path[::-1]
+    return viterbi_decode(logprobs, penalty[:n, :n], penalty[n, :n], penalty[:n, n])
 
 
 def metrics(references: list[Any], predictions: list[Any], info: TagInfo) -> dict[str, Any]:
