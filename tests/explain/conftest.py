@@ -7,6 +7,7 @@ it."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,27 @@ FILLER = [
 ]
 
 
+# Chinese: a praise or a complaint character in neutral filler (``other``: neither). Every
+# keyword has look-alikes and homophones among the attacks' candidates.
+PRAISE = ["好", "棒", "优", "赞", "快"]
+COMPLAINT = ["坏", "差", "烂", "糟", "恨"]
+FILLER_ZH = list("今天我们在城市里看到新的东西大家都说这个时候")
+
+
+def zh_keyword_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = ("pos", "neg", "other")[i % 3]
+        # all texts 9 characters: a length cue lets the model stall at "keyword or not"
+        chars = rng.choices(FILLER_ZH, k=9 if label == "other" else 8)
+        if label != "other":
+            keyword = rng.choice(PRAISE if label == "pos" else COMPLAINT)
+            chars.insert(rng.randrange(len(chars) + 1), keyword)
+        out.append(("".join(chars), label))
+    return out
+
+
 def keyword_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     out = []
@@ -43,18 +65,18 @@ def keyword_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.fixture(scope="session")
-def keyword_model_dir(tmp_path_factory):
+def train_keyword_model(
+    path: Path, data: list[tuple[str, str]], labels: list[str], vocab_size: int
+) -> Path:
+    """A 2-layer BERT trained on ``data`` (90 steps, one thread), saved as finetune saves."""
     import torch
     from helpers import tiny_bert, trained_tokenizer
 
     from lmforge.core.manifest import Manifest, write_manifest
 
     torch.manual_seed(0)
-    data = keyword_texts(240)
-    tok = trained_tokenizer([t for t, _ in data] * 3, vocab_size=120)
-    labels = ["business", "other", "sport"]
-    model = tiny_bert(vocab_size=len(tok), num_labels=3, num_hidden_layers=2)
+    tok = trained_tokenizer([t for t, _ in data] * 3, vocab_size=vocab_size)
+    model = tiny_bert(vocab_size=len(tok), num_labels=len(labels), num_hidden_layers=2)
     model.config.id2label = dict(enumerate(labels))
     model.config.label2id = {k: i for i, k in enumerate(labels)}
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -62,7 +84,7 @@ def keyword_model_dir(tmp_path_factory):
     torch.set_num_threads(1)
     model.train()
     for step in range(90):
-        batch = data[(step * 16) % 240 : (step * 16) % 240 + 16]
+        batch = data[(step * 16) % len(data) : (step * 16) % len(data) + 16]
         enc = tok([t for t, _ in batch], padding=True, return_tensors="pt")
         y = torch.tensor([labels.index(lab) for _, lab in batch])
         loss = model(**enc, labels=y).loss
@@ -70,7 +92,6 @@ def keyword_model_dir(tmp_path_factory):
         opt.step()
         opt.zero_grad()
     torch.set_num_threads(threads)
-    path = tmp_path_factory.mktemp("keyword") / "model"
     model.save_pretrained(path)
     tok.save_pretrained(path)
     write_manifest(
@@ -84,6 +105,26 @@ def keyword_model_dir(tmp_path_factory):
         ),
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def keyword_model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("keyword") / "model"
+    return train_keyword_model(path, keyword_texts(240), ["business", "other", "sport"], 120)
+
+
+@pytest.fixture(scope="session")
+def zh_keyword_model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("zh-keyword") / "model"
+    return train_keyword_model(path, zh_keyword_texts(240), ["neg", "other", "pos"], 120)
+
+
+@pytest.fixture
+def zh_keyword_clf(zh_keyword_model_dir):
+    from lmforge.explain.classifier import Classifier
+    from lmforge.tasks.artifact import load_artifact
+
+    return Classifier.from_artifact(load_artifact(zh_keyword_model_dir))
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ class AttackConfig(StrictModel):
     methods: list[str] = Field(
         ["char", "word"],
         min_length=1,
-        description="Attacks to run (registry names: char, word, zh-char; see "
-        "lmforge.explain.attacks).",
+        description="Attacks to run (registry names: char, word, zh-char (homophones), zh-form "
+        "(look-alike characters); see lmforge.explain.attacks).",
     )
     max_examples: PositiveInt = Field(50, description="Test examples attacked per method.")
     max_share: float = Field(

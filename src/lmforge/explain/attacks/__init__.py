@@ -5,7 +5,7 @@ unit splitter and a candidate generator) and importing it below; the search, the
 check and the measures are shared (``base.py``).
 """
 
-from lmforge.explain.attacks import char, chinese, word  # noqa: F401  (registers them)
+from lmforge.explain.attacks import char, chinese, chinese_form, word  # noqa: F401  (registers them)
 from lmforge.explain.attacks.base import (
     ATTACKS,
     Attack,
