@@ -179,7 +179,7 @@ def test_chinese_word_starts_group_segmented_words():
 
     words = seg.single_seg("".join(tokens))
     assert any(len(w) > 1 for w in words)
-    starts = chinese_word_starts(tokens)
+    starts = chinese_word_starts(tokens, "snownlp")
     assert ["".join(tokens[j] for j in w) for w in _words(starts)] == words
     assert chinese_word_starts(["##心", "得"]) == [True, False]
 

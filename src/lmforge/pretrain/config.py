@@ -58,7 +58,8 @@ class PretrainConfig(StrictModel):
     )
     whole_word_mask: bool = Field(
         False,
-        description="MLM: mask all pieces of a word together (Chinese words via snownlp's segmenter).",
+        description="MLM: mask all pieces of a word together (Chinese words by jieba's "
+        "segmenter, rjieba).",
     )
     nsp_probability: float = Field(
         0.5, gt=0, lt=1, description="mlm+nsp: share of pairs with a random next sentence."
