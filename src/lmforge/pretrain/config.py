@@ -10,7 +10,7 @@ from lmforge.core.schema import Device, FractionCO, LearningRate, PositiveInt, S
 from lmforge.models.spec import ModelSpec
 
 Objective = Literal["clm", "mlm", "mlm+nsp"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 
 
 class PretrainConfig(StrictModel):
@@ -39,7 +39,10 @@ class PretrainConfig(StrictModel):
         1.0, ge=0, description="Clip the gradient norm to this value (0: off)."
     )
     precision: Precision = Field(
-        "fp32", description="fp32, bf16 (autocast) or fp16 (CUDA, with a grad scaler)."
+        "fp32",
+        description="fp32, bf16 (autocast), fp16 (CUDA, with a grad scaler), or auto: fp32 or "
+        "bf16, whichever a short probe at the model's shape measures faster on this machine "
+        "(recorded as the stage's 'precision').",
     )
     compile: bool = Field(False, description="torch.compile the model (slow start, faster steps).")
     log_every: PositiveInt = Field(

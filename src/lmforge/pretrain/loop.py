@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from lmforge.core.distributed import DistInfo, barrier
+from lmforge.core.distributed import DistInfo, barrier, broadcast_object
 from lmforge.core.errors import LmforgeError
 from lmforge.core.log import logger
 from lmforge.core.metrics import MetricsLogger
@@ -35,6 +35,7 @@ from lmforge.pretrain.config import PretrainConfig
 from lmforge.pretrain.evaluate import evaluate
 from lmforge.pretrain.optim import build_optimizer, lr_at
 from lmforge.pretrain.parallel import full_tensor, uses_fsdp, wrap_model
+from lmforge.pretrain.precision import PrecisionChoice, resolve_precision
 from lmforge.pretrain.sampler import BatchSampler, mix_seed
 
 # (indices, seed) -> model inputs on CPU; the objective's batch function
@@ -49,6 +50,7 @@ class LoopResult:
     train_seconds: float = 0.0
     tokens_per_second: float = 0.0
     resumed_from: int | None = None
+    precision: PrecisionChoice | None = None  # what the run trained in ('auto' resolved)
 
 
 def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -82,6 +84,10 @@ def train(
         )
     if cfg.precision == "fp16" and device.type != "cuda":
         raise LmforgeError("pretrain.precision: fp16 needs a CUDA GPU; use bf16 on CPU")
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None) or 256
+    choice = resolve_precision(cfg.precision, device, cfg.batch_size * tokens_per_sample, hidden)
+    choice = broadcast_object(choice)  # auto: every process trains in rank 0's choice
+    precision = choice.precision
     model.to(device)
     raw_model = model
     fsdp = uses_fsdp(cfg)
@@ -102,10 +108,10 @@ def train(
         logger.info("pretrain: resumed from %s (step %d)", last.name, state.step)
     if cfg.compile:
         model = torch.compile(model)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     # we tell fused AdamW when to skip, unless the fp16 scaler does (it sets found_inf itself)
     mark_skip = skip_on_device and not scaler.is_enabled()
-    amp = autocast_context(cfg.precision, device)
+    amp = autocast_context(precision, device)
     sampler = BatchSampler(num_train, cfg.batch_size, cfg.grad_accum, seed)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * tokens_per_sample
     writer = _tensorboard(work, cfg) if dist.is_main else None
@@ -255,6 +261,7 @@ def train(
         train_seconds=seconds,
         tokens_per_second=(state.step - start_step) * tokens_per_step / max(seconds, 1e-9),
         resumed_from=resumed_from,
+        precision=choice,
     )
 
 

@@ -172,13 +172,8 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
 
     # ---------------------------------------------------------------- save
     flops = flops_per_token(model.config, cfg.block_size)
-    dtype = (
-        torch.bfloat16
-        if cfg.precision == "bf16"
-        else torch.float16
-        if cfg.precision == "fp16"
-        else torch.float32
-    )
+    precision = result.precision.precision if result.precision else cfg.precision
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     peak = matmul_peak_flops(dtype, device)
     achieved = flops * result.tokens_per_second * ctx.dist.world_size
     metrics: dict[str, Any] = {
@@ -199,6 +194,7 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
         "mfu": achieved / peak,
         "skipped_steps": result.state.skipped_steps,
         "processes": ctx.dist.world_size,
+        **(result.precision.metrics() if result.precision else {"precision": precision}),  # auto
     }
     if result.resumed_from is not None:
         metrics["resumed_from_step"] = result.resumed_from

@@ -1,0 +1,112 @@
+"""``pretrain.precision: auto``: train in whichever of fp32 and bf16 this machine runs faster.
+
+bf16 autocast is not faster everywhere: on a CPU with AMX it was 1.25x faster per step for a
+tiny GPT, on an AMD EPYC without AMX bf16 matmuls reach 0.41 TFLOP/s against fp32's 0.19-0.38
+(STACK.md), and for small matrices the casts autocast adds can cost more than they save. So
+``auto`` times the model's own largest product, the MLP's (tokens, hidden) @ (hidden, 4 hidden),
+both ways under the autocast the loop would use (casts included), and keeps the faster. A
+probe takes a fraction of a second and is cached per process and shape.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+import torch
+
+from lmforge.core.log import logger
+
+PROBE_REPEATS = 5
+PROBE_MAX_TOKENS = 4096  # larger batches run the same kernels: cap the probe's cost
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a run trains in, and why (the probe's seconds when ``auto`` decided)."""
+
+    precision: str  # fp32 | bf16 | fp16
+    requested: str
+    fp32_seconds: float | None = None
+    bf16_seconds: float | None = None
+
+    def metrics(self) -> dict[str, str | float]:
+        """What the stage records: the precision used, and the probe's timings if any."""
+        out: dict[str, str | float] = {"precision": self.precision}
+        if self.fp32_seconds is not None and self.bf16_seconds is not None:
+            out["precision_probe_fp32_ms"] = self.fp32_seconds * 1e3
+            out["precision_probe_bf16_ms"] = self.bf16_seconds * 1e3
+        return out
+
+
+def _time_product(
+    a: torch.Tensor, w: torch.Tensor, dtype: torch.dtype | None, device: torch.device
+) -> float:
+    """Seconds of the fastest of ``PROBE_REPEATS`` products ``a @ w``, under autocast to
+    ``dtype`` (None: plain fp32)."""
+    ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else None
+    best = float("inf")
+    for i in range(PROBE_REPEATS + 1):  # the first is a warm-up (kernel choice, AMX tiles)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        if ctx is not None:
+            with ctx:
+                a @ w
+        else:
+            a @ w
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@functools.cache
+def probe_precision(
+    device_type: str, device_index: int | None, tokens: int, hidden: int
+) -> tuple[float, float]:
+    """(fp32 seconds, bf16-autocast seconds) of one (tokens, hidden) @ (hidden, 4 hidden)
+    product on the device; cached per process, device and shape."""
+    device = torch.device(device_type, device_index)
+    tokens = max(1, min(tokens, PROBE_MAX_TOKENS))
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(tokens, hidden, generator=g).to(device)
+    w = torch.randn(hidden, 4 * hidden, generator=g).to(device)
+    fp32, bf16 = float("inf"), float("inf")
+    for _ in range(2):  # interleaved, so a burst of load elsewhere hits both alike
+        fp32 = min(fp32, _time_product(a, w, None, device))
+        bf16 = min(bf16, _time_product(a, w, torch.bfloat16, device))
+    return fp32, bf16
+
+
+def resolve_precision(
+    requested: str, device: torch.device, tokens: int, hidden: int
+) -> PrecisionChoice:
+    """The precision to train in: ``requested`` itself, or for ``auto`` the faster of fp32 and
+    bf16 (autocast) for a (tokens, hidden) model on ``device``.
+
+    Args:
+        requested: the recipe's ``pretrain.precision`` (fp32, bf16, fp16 or auto).
+        device: where training runs.
+        tokens: tokens per micro-batch (batch size x block size).
+        hidden: the model's hidden size.
+    """
+    if requested != "auto":
+        return PrecisionChoice(precision=requested, requested=requested)
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return PrecisionChoice(precision="fp32", requested="auto")
+    fp32, bf16 = probe_precision(device.type, device.index, tokens, hidden)
+    choice = "bf16" if bf16 < fp32 else "fp32"
+    logger.info(
+        "pretrain: precision auto -> %s (a %dx%d @ %dx%d product: fp32 %.2f ms, bf16 %.2f ms)",
+        choice,
+        min(tokens, PROBE_MAX_TOKENS),
+        hidden,
+        hidden,
+        4 * hidden,
+        fp32 * 1e3,
+        bf16 * 1e3,
+    )
+    return PrecisionChoice(choice, "auto", fp32_seconds=fp32, bf16_seconds=bf16)
