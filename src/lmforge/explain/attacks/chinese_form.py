@@ -53,7 +53,7 @@ def cjk_font_file() -> tuple[str, int]:
     from matplotlib import font_manager
 
     entry = next(f for f in font_manager.fontManager.ttflist if f.name == name)
-    return entry.fname, entry.index
+    return entry.fname, getattr(entry, "index", 0)  # FontEntry.index: matplotlib >= 3.10
 
 
 @functools.cache
