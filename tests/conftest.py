@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ import pytest
 os.environ.setdefault("LMFORGE_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The stage cache is never the user's (~/.cache) and is off unless a test turns it on
+# (tests/reliability/test_stage_cache.py): tests comparing two runs of one recipe (resume,
+# torchrun, determinism) must build both.
+os.environ["LMFORGE_CACHE"] = os.path.join(tempfile.gettempdir(), f"lmforge-cache-{os.getpid()}")
+os.environ["LMFORGE_NO_CACHE"] = "1"
 
 
 def package_dir(name: str) -> Path:

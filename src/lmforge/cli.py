@@ -72,6 +72,7 @@ def _print_outcome(outcome) -> None:
     _echo(f"run directory: {outcome.root}")
     for name, entry in stages.items():
         note = " (unchanged, reused)" if entry.get("cached") else ""
+        note = " (from the stage cache)" if entry.get("from_cache") else note
         numbers = [(k, v) for k, v in entry["metrics"].items() if isinstance(v, int | float)]
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in numbers[:6])  # tables: summary.json
         _echo(f"  {name:<10} {entry['status']:<8} {entry['seconds']:>8.1f} s{note}  {shown}")
@@ -99,12 +100,21 @@ def _out_dir(out: str | None) -> Path | None:
 
 
 def _run(
-    recipe: str, out: str | None, overrides: list[str] | None, only, resume: bool, force: bool
+    recipe: str,
+    out: str | None,
+    overrides: list[str] | None,
+    only,
+    resume: bool,
+    force: bool,
+    use_cache: bool = True,
 ) -> None:
     from lmforge.runner import run_recipe
 
     r = _load(recipe, overrides)
-    _print_outcome(run_recipe(r, out=_out_dir(out), only=only, resume=resume, force=force))
+    outcome = run_recipe(
+        r, out=_out_dir(out), only=only, resume=resume, force=force, use_cache=use_cache
+    )
+    _print_outcome(outcome)
 
 
 def _run_through(
@@ -159,9 +169,17 @@ def run(
         ),
     ] = False,
     force: ForceOpt = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Neither take stages from the stage cache nor add them to it "
+            "(see `lmforge cache`).",
+        ),
+    ] = False,
 ) -> None:
     """Run a recipe's stages in order; unchanged stages of an existing run directory are reused."""
-    _run(recipe, out, set_, only, resume, force)
+    _run(recipe, out, set_, only, resume, force, use_cache=not no_cache)
 
 
 @app.command()
@@ -670,6 +688,44 @@ def improve(
         shown = _fmt(after) if after is not None else "-"
         _echo(f"  {key:<24} {_fmt(before)} -> {shown}")
     _echo(f"recorded in {run_dir / 'summary.json'} (improve); restart lmforge serve to serve it")
+
+
+@app.command()
+def cache(
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove every entry of the stage cache.")
+    ] = False,
+) -> None:
+    """List the stage cache (data, tokenizer, pretrain outputs shared by runs) with sizes."""
+    from lmforge.core.cache import CACHE_ENV, NO_CACHE_ENV, StageCache, cache_dir, disabled_by_env
+
+    root = cache_dir()
+    store = StageCache(root, code="")  # listing and clearing need no code fingerprint
+    where = f"{root}" + (f" (${CACHE_ENV})" if os.environ.get(CACHE_ENV) else "")
+    if clear:
+        freed = store.clear()
+        _echo(f"stage cache {where}: cleared, {_size(freed)} removed")
+        return
+    entries = store.entries()
+    off = f"; off: ${NO_CACHE_ENV} is set" if disabled_by_env() else ""
+    _echo(f"stage cache {where}{off}")
+    for e in entries:
+        built = f"built in {e.built_seconds:.1f} s by {e.built_in}" if e.built_seconds else ""
+        what = "damaged (dropped when next used)" if e.damaged else f"{e.created}  {built}"
+        _echo(f"  {e.stage:<10} {e.input_hash[:12]:<12} {_size(e.size):>10}  {what}")
+    leftovers = store.leftovers()
+    if leftovers:
+        _echo(f"  (+ {len(leftovers)} unfinished temporary folders; --clear removes them)")
+    total = sum(e.size for e in entries)
+    _echo(f"{len(entries)} entries, {_size(total)} (hard links share space with the runs)")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 @recipes_app.callback(invoke_without_command=True)

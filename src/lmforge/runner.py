@@ -5,7 +5,9 @@ completes, with the hash of everything it was made from (its config, the seed, u
 stage hashes, input file fingerprints, the lmforge version). A stage whose hash matches the
 completed one on disk is skipped unless ``force``. One process writes a run directory at a
 time (a lock); stages downstream of a rerun stage are marked stale until they rerun, and
-recipe.yaml describes what the completed stages were made from.
+recipe.yaml describes what the completed stages were made from. The stages in
+``CACHED_STAGES`` are also kept in the user's stage cache (``core.cache``) and taken from it,
+by the same hash, when another run directory needs them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import difflib
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import yaml
 
 from lmforge import __version__
 from lmforge.core.atomic import atomic_dir, replace_dir, write_json_atomic
+from lmforge.core.cache import Hit, StageCache, disabled_by_env
 from lmforge.core.distributed import DistInfo, barrier, broadcast_object, init_distributed
 from lmforge.core.errors import (
     LmforgeError,
@@ -48,6 +51,9 @@ from lmforge.recipe import Recipe, resolved_yaml
 from lmforge.stages import AVAILABLE_STAGES, STAGE_SPECS, STAGES
 
 RUNS_DIR = Path("runs")
+# stages whose outputs other recipes share (one corpus, tokenizer and encoder serve several
+# fine-tuning recipes); later stages are particular to one recipe and stay in its run
+CACHED_STAGES: tuple[str, ...] = ("data", "tokenizer", "pretrain")
 
 
 @dataclass
@@ -55,7 +61,8 @@ class RunOutcome:
     root: Path
     summary: dict[str, Any]
     ran: list[str]
-    cached: list[str]
+    cached: list[str]  # unchanged in this run directory, skipped
+    restored: list[str] = field(default_factory=list)  # taken from the stage cache
 
 
 def parse_only(only: str | list[str] | None, recipe: Recipe) -> list[str] | None:
@@ -168,8 +175,7 @@ def _run_stage(
     """
     spec = STAGE_SPECS[stage]
     final = run.stage_dir(stage)
-    made_from = {"config": getattr(ctx.recipe, stage).model_dump(mode="json")}
-    made_from["seed"] = ctx.recipe.seed
+    made_from = _made_from(ctx.recipe, stage)
     if not spec.resumable:  # rank 0 only; a throwaway temp dir renamed into place
         with atomic_dir(final) as tmp:
             result = spec.run(ctx, tmp)
@@ -187,6 +193,93 @@ def _run_stage(
         replace_dir(work, final)
     barrier()
     return result
+
+
+def _made_from(recipe: Recipe, stage: str) -> dict[str, Any]:
+    """The recipe section and seed a stage's outputs are made from (for recipe.yaml)."""
+    return {"config": getattr(recipe, stage).model_dump(mode="json"), "seed": recipe.seed}
+
+
+def _open_cache(use_cache: bool) -> StageCache | None:
+    """The user's stage cache, or None when ``--no-cache``/``LMFORGE_NO_CACHE`` turn it off
+    or it cannot be set up (a run never fails for want of its cache)."""
+    if not use_cache or disabled_by_env():
+        return None
+    try:
+        return StageCache()
+    except (OSError, RuntimeError) as e:  # RuntimeError: no home folder to put it in
+        logger.warning("stage cache off for this run: %s", e)
+        return None
+
+
+class _Miss(Exception):
+    """No usable cache entry: the temporary stage folder is discarded, the stage is built."""
+
+
+def _restore_stage(
+    cache: StageCache, run: RunDir, recipe: Recipe, stage: str, h: str, upstream: dict[str, str]
+) -> Hit | None:
+    """Take a stage's folder from the cache, swapped into the run as a built one would be.
+
+    The entry's files are linked into a temporary folder and checked against its manifest
+    there; a damaged entry is dropped (``StageCache.restore`` warns) and the stage is built.
+    The build's metric events are appended to metrics.jsonl, so the report has its curves.
+    """
+    try:
+        with atomic_dir(run.stage_dir(stage)) as tmp:
+            hit = cache.restore(stage, h, tmp)
+            if hit is None:
+                raise _Miss
+            result = StageResult(hit.result.get("metrics", {}), hit.result.get("artifacts", {}))
+            write_stage_state(tmp, h, result, upstream, _made_from(recipe, stage))
+            run.refresh_stale(AVAILABLE_STAGES, pending={stage: h})
+    except _Miss:
+        return None
+    except OSError as e:
+        logger.warning("%s: not taken from the stage cache (%s); building it", stage, e)
+        return None
+    if hit.events:
+        with run.metrics.path.open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in hit.events)
+    # a finished stage supersedes interrupted work on it, as when a build completes
+    shutil.rmtree(run.partial_dir(stage), ignore_errors=True)
+    return hit
+
+
+def _events_since(path: Path, offset: int, stage: str) -> list[dict[str, Any]]:
+    """The stage's metrics.jsonl events written after byte ``offset`` (what a cache keeps)."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    events = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and event.get("stage") == stage:
+                events.append(event)
+    return events
+
+
+def _store_stage(
+    cache: StageCache,
+    run: RunDir,
+    stage: str,
+    h: str,
+    result: StageResult,
+    events: list[dict[str, Any]],
+    seconds: float,
+) -> None:
+    """Keep a built stage in the cache; a failure to do so is a warning, never a failed run."""
+    kept = {"metrics": result.metrics, "artifacts": result.artifacts}
+    try:
+        path = cache.store(
+            stage, h, run.stage_dir(stage), kept, events, seconds, str(run.root.resolve())
+        )
+    except OSError as e:
+        logger.warning("%s: not kept in the stage cache (%s); the run is unaffected", stage, e)
+        return
+    if path is not None:
+        logger.info("%s: kept in the stage cache (%s)", stage, path)
 
 
 def write_run_recipe(run: RunDir, recipe: Recipe) -> None:
@@ -277,11 +370,14 @@ def run_recipe(
     only: str | list[str] | None = None,
     resume: bool = False,
     force: bool = False,
+    use_cache: bool = True,
 ) -> RunOutcome:
     """Execute the recipe; raises the failing stage's error after recording it in summary.json.
 
     Under torchrun, every process calls this: rank 0 owns (and locks) the run directory and
     runs the single-process stages while the others wait; resumable stages run on all ranks.
+    ``use_cache=False`` (``--no-cache``) neither takes stages from the stage cache nor adds
+    them; ``force`` builds every stage but still adds new entries.
     """
     selected = parse_only(only, recipe) or recipe.stages()
     if not selected:
@@ -291,7 +387,7 @@ def run_recipe(
         run = _open(stack, recipe, out, resume, info)
         interrupted = False
         try:
-            return _run_stages(run, recipe, selected, resume, force, info)
+            return _run_stages(run, recipe, selected, resume, force, info, use_cache)
         except OSError as e:  # outside a stage: summary.json, recipe.yaml
             if is_disk_full(e, run.root):
                 raise LmforgeError(
@@ -336,17 +432,26 @@ def _open(
 
 
 def _run_stages(
-    run: RunDir, recipe: Recipe, selected: list[str], resume: bool, force: bool, info: DistInfo
+    run: RunDir,
+    recipe: Recipe,
+    selected: list[str],
+    resume: bool,
+    force: bool,
+    info: DistInfo,
+    use_cache: bool = True,
 ) -> RunOutcome:
     if info.is_main:
         logger.info("run directory: %s", run.root)
         run.refresh_stale(AVAILABLE_STAGES)  # repairs what a kill -9 may have left unmarked
     hashes = _plan_hashes(run, recipe, selected)
     _refuse_stale_inputs(run, recipe, selected, hashes)
+    cache = _open_cache(use_cache) if info.is_main else None
+    caching = broadcast_object(cache is not None)  # every rank takes the same path below
     barrier()
 
     ran: list[str] = []
     cached: list[str] = []
+    restored: list[str] = []
     for stage in recipe.stages():
         h = hashes[stage]
         state = run.completed_state(stage)
@@ -364,10 +469,35 @@ def _run_stages(
             cached.append(stage)
             continue
         _refuse_links(run, stage)
+        upstream = {s: hashes[s] for s in STAGE_SPECS[stage].needs if s in hashes}
+        t0 = time.perf_counter()
+        if caching and stage in CACHED_STAGES and not force:
+            hit = _restore_stage(cache, run, recipe, stage, h, upstream) if cache else None
+            if broadcast_object(hit is not None):
+                seconds = time.perf_counter() - t0
+                if info.is_main and hit is not None:
+                    result = StageResult(hit.result["metrics"], hit.result["artifacts"])
+                    origin = {
+                        "entry": hit.entry,
+                        "built_seconds": hit.built_seconds,
+                        "built_in": hit.built_in,
+                    }
+                    run.record_stage(stage, "done", seconds, result, from_cache=origin)
+                    run.refresh_stale(AVAILABLE_STAGES)
+                    write_run_recipe(run, recipe)
+                    logger.info(
+                        "%s: taken from the stage cache in %.1f s (built in %.1f s by %s)",
+                        stage,
+                        seconds,
+                        hit.built_seconds,
+                        hit.built_in,
+                    )
+                restored.append(stage)
+                continue
         seed_everything(recipe.seed)
         logger.info("%s: running", stage)
         ctx = StageContext(recipe, run.root, run.metrics, info, resume, h)
-        upstream = {s: hashes[s] for s in STAGE_SPECS[stage].needs if s in hashes}
+        offset = run.metrics.path.stat().st_size if cache else 0
         t0 = time.perf_counter()
         error: str | None = None
         try:
@@ -395,5 +525,8 @@ def _run_stages(
             run.refresh_stale(AVAILABLE_STAGES)
             write_run_recipe(run, recipe)
         logger.info("%s: done in %.1f s", stage, seconds)
+        if cache is not None and stage in CACHED_STAGES:
+            events = _events_since(run.metrics.path, offset, stage)
+            _store_stage(cache, run, stage, h, result, events, seconds)
         ran.append(stage)
-    return RunOutcome(run.root, run.load_summary(), ran, cached)
+    return RunOutcome(run.root, run.load_summary(), ran, cached, restored)
