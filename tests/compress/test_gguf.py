@@ -1,5 +1,5 @@
-"""GGUF export of a Llama causal LM: the file reads back (gguf's reader, transformers' GGUF
-loader) and gives the source model's logits."""
+"""GGUF export of Llama and GPT-2 causal LMs in F32, F16, Q8_0 and Q4_0: the file reads back
+(gguf's reader, transformers' GGUF loader) and gives the source model's logits."""
 
 from __future__ import annotations
 
@@ -67,6 +67,84 @@ def test_gguf_reads_back_with_the_same_logits(tmp_path, en_texts, tied):
         assert torch.allclose(back(input_ids=ids).logits, ref(input_ids=ids).logits, atol=1e-4)
 
 
+def tiny_gpt2_dir(path, texts, **config):
+    """A gpt-tiny-shaped GPT-2 (tied embedding) whose MLP is not 4x wide: transformers' GGUF
+    config mapping would lose that, the export's check must not."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = trained_tokenizer(texts, kind="bpe", vocab_size=400)
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    fields = dict(n_layer=2, n_head=4, n_embd=32, n_inner=96, n_positions=64)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), **{**fields, **config}))
+    model.save_pretrained(path)
+    write_manifest(path, Manifest(kind="pretrained", objective="clm"))
+    return path
+
+
+# gguf_type -> (GGML type of the 2-D weights, bound on |diff| / max |logit|)
+GPT2_TYPES = {
+    "f32": ("F32", 1e-6),
+    "f16": ("F16", 2e-3),
+    "q8_0": ("Q8_0", 3e-2),
+    "q4_0": ("Q4_0", 0.3),
+}
+
+
+@pytest.mark.parametrize("kind", list(GPT2_TYPES))
+def test_gpt2_gguf_reads_back_in_plain_transformers(tmp_path, en_texts, kind):
+    import gguf
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = tiny_gpt2_dir(tmp_path / "src", en_texts[:60])
+    art, facts = export(source, tmp_path, gguf_type=kind)
+    ggml, bound = GPT2_TYPES[kind]
+    assert art.format == "gguf" and facts["file_type"] == kind.upper()
+    reader = gguf.GGUFReader(art.path / "model.gguf")
+    assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "gpt2"
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    # 2-D weights in the chosen type; norms, biases and the position table stay F32
+    assert types["blk.0.attn_qkv.weight"] == types["token_embd.weight"] == ggml
+    assert types["blk.1.ffn_down.weight"] == types["output.weight"] == ggml
+    assert types["blk.0.attn_norm.bias"] == types["position_embd.weight"] == "F32"
+    # plain transformers, no lmforge: config.json beside the file, weights from the GGUF
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    back = AutoModelForCausalLM.from_pretrained(
+        art.path, gguf_file="model.gguf", config=AutoConfig.from_pretrained(art.path)
+    )
+    ref = AutoModelForCausalLM.from_pretrained(source)
+    ids = tokenizer("the government said on Tuesday that it", return_tensors="pt").input_ids
+    with torch.no_grad():
+        want, got = ref(input_ids=ids).logits, back(input_ids=ids).logits
+    assert (want - got).abs().max() <= bound * want.abs().max()
+    assert facts["rel_diff"] <= bound and facts["max_abs_diff"] > 0 or kind == "f32"
+
+
+def test_quantized_gguf_files_are_smaller(tmp_path, en_texts):
+    """Q8_0 stores 8.5 bits a weight, Q4_0 4.5: the files shrink accordingly (the 1-D tensors
+    and GPT-2's position table stay F32, so not quite 32/8.5 and 32/4.5)."""
+    source = tiny_gpt2_dir(tmp_path / "src", en_texts[:60], n_embd=64, n_inner=256)
+    sizes = {}
+    for kind in ("f32", "q8_0", "q4_0"):
+        (tmp_path / kind).mkdir()
+        art, _ = export(source, tmp_path / kind, gguf_type=kind)
+        sizes[kind] = (art.path / "model.gguf").stat().st_size
+    assert sizes["f32"] / sizes["q8_0"] > 2.5 and sizes["q8_0"] / sizes["q4_0"] > 1.5
+
+
+def test_llama_gguf_q8_0(tmp_path, en_texts):
+    import gguf
+
+    source = tiny_llama_dir(tmp_path / "src", en_texts[:60], tied=False)
+    art, facts = export(source, tmp_path, gguf_type="q8_0")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(art.path / "model.gguf").tensors}
+    assert types["blk.0.attn_q.weight"] == types["output.weight"] == "Q8_0"
+    assert types["blk.0.attn_norm.weight"] == "F32"
+    assert facts["rel_diff"] <= 3e-2 and facts["top1_agreement"] >= 0.9
+
+
 def test_gguf_refuses_what_it_cannot_write(tmp_path, en_texts):
     from helpers import local_encoder
 
@@ -74,11 +152,24 @@ def test_gguf_refuses_what_it_cannot_write(tmp_path, en_texts):
     write_manifest(encoder, Manifest(kind="pretrained", objective="mlm"))
     with pytest.raises(LmforgeError, match=r"steps\.0 \(export\)\.format: GGUF .* Llama"):
         export(encoder, tmp_path)
+    # a GPT-2 whose maths llama.cpp's gpt2 graph does not compute (ReLU MLP)
+    relu = tiny_gpt2_dir(tmp_path / "relu", en_texts[:40], activation_function="relu")
+    (tmp_path / "relu-out").mkdir()
+    with pytest.raises(LmforgeError, match=r"format: llama.cpp's GPT-2 uses tanh GELU"):
+        export(relu, tmp_path / "relu-out")
+
+
+def test_gguf_type_belongs_to_gguf():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="gguf_type: applies to format: gguf only"):
+        CompressConfig(steps=[{"method": "export", "format": "onnx", "gguf_type": "q8_0"}])
 
 
 @pytest.mark.slow
-def test_the_stage_exports_this_runs_pretrained_llama_to_gguf(tmp_path):
-    """pretrain-gpt-shakespeare with a llama-tiny, then compress: model pretrain -> GGUF."""
+def test_the_stage_exports_this_runs_pretrained_gpt2_to_q8_0_gguf(tmp_path):
+    """pretrain-gpt-shakespeare (gpt-tiny, GPT-2 as the quickstart's), then compress: model
+    pretrain -> Q8_0 GGUF, listed in pareto.json with its logit check."""
     import json
 
     from helpers import E2E_OVERRIDES
@@ -88,13 +179,14 @@ def test_the_stage_exports_this_runs_pretrained_llama_to_gguf(tmp_path):
 
     sets = [
         *E2E_OVERRIDES["pretrain-gpt-shakespeare"],
-        "pretrain.model.preset=llama-tiny",
-        "compress={model: pretrain, steps: [{method: export, format: gguf}]}",
+        "compress={model: pretrain, steps: [{method: export, format: gguf, gguf_type: q8_0}]}",
     ]
     outcome = run_recipe(load_recipe("pretrain-gpt-shakespeare", sets), out=tmp_path)
     assert "compress" in outcome.ran
     pareto = json.loads((tmp_path / "compress" / "pareto.json").read_text())
     gguf = {p["name"]: p for p in pareto["unscored"]}["export"]
-    assert gguf["step"]["max_abs_diff"] <= 1e-4 and gguf["params"] > 0
+    assert gguf["step"]["file_type"] == "Q8_0" and gguf["step"]["rel_diff"] <= 3e-2
+    assert gguf["params"] > 0
     manifest = json.loads((tmp_path / "compress" / "export" / "lmforge.json").read_text())
     assert manifest["settings"]["format"] == "gguf" and manifest["location"] == "compress/export"
+    assert manifest["settings"]["compress"][-1]["gguf_type"] == "q8_0"

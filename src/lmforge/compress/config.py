@@ -124,10 +124,24 @@ class ExportStep(StepBase):
         description="'onnx' (dynamic batch and sequence axes; runs in plain onnxruntime) or "
         "'gguf' (causal LMs; llama.cpp / Ollama).",
     )
-    atol: float = Field(
-        1e-4, gt=0, description="Largest |export - PyTorch| output difference accepted."
+    gguf_type: Literal["f32", "f16", "q8_0", "q4_0"] = Field(
+        "f32",
+        description="gguf: type of the 2-D weights (norms, biases stay f32): 'f32', 'f16', "
+        "'q8_0' (8.5 bits/weight) or 'q4_0' (4.5 bits/weight), quantized by gguf-py.",
+    )
+    atol: float | None = Field(
+        None,
+        gt=0,
+        description="Largest |export - PyTorch| logit difference accepted; default 1e-4 "
+        "(onnx, gguf f32), 0.05 (f16), 0.5 (q8_0), 3.0 (q4_0).",
     )
     opset: int = Field(18, ge=14, le=23, description="ONNX opset version.")
+
+    @model_validator(mode="after")
+    def _gguf_type(self) -> ExportStep:
+        if self.format != "gguf" and self.gguf_type != "f32":
+            raise ValueError("gguf_type: applies to format: gguf only")
+        return self
 
 
 Step = Annotated[DistillStep | PruneStep | QuantizeStep | ExportStep, Field(discriminator="method")]

@@ -1,15 +1,27 @@
-"""GGUF export of Llama-architecture causal LMs (llama.cpp, Ollama), checked by reading back.
+"""GGUF export of causal LMs (llama.cpp, Ollama): Llama and GPT-2 architectures, in F32, F16,
+Q8_0 or Q4_0, checked by reading the file back.
 
-The file follows llama.cpp's ``convert_hf_to_gguf.py`` for ``LlamaForCausalLM``: tensor names
-``token_embd``, ``blk.N.attn_q|k|v|output``, ``blk.N.ffn_gate|up|down``, ``attn_norm``,
-``ffn_norm``, ``output_norm``, ``output`` (absent when tied); Q and K rows permuted into
-llama.cpp's rotary layout; a byte-level BPE tokenizer as ``tokenizer.ggml.model = gpt2``
-(tokens, merges, token types, special ids). Weights are written in fp32 (``general.file_type``
-0): llama.cpp's own ``llama-quantize`` makes Q8_0/Q4_K from it.
+The files follow llama.cpp's ``convert_hf_to_gguf.py``:
+
+- ``LlamaForCausalLM``: tensor names ``token_embd``, ``blk.N.attn_q|k|v|output``,
+  ``blk.N.ffn_gate|up|down``, ``attn_norm``, ``ffn_norm``, ``output_norm``, ``output`` (absent
+  when tied); Q and K rows permuted into llama.cpp's rotary layout.
+- ``GPT2LMHeadModel`` (the ``gpt-tiny`` preset): ``token_embd``, ``position_embd``,
+  ``blk.N.attn_norm`` / ``ffn_norm`` (weight and bias), ``attn_qkv``, ``attn_output``,
+  ``ffn_up``, ``ffn_down`` (GPT-2's Conv1D weights transposed to (out, in)), ``output_norm``
+  and ``output`` (written even when tied to the embedding, as the converter does).
+
+The tokenizer is a byte-level BPE as ``tokenizer.ggml.model = gpt2`` (tokens, merges, token
+types, special ids). Types, as ``convert_hf_to_gguf --outtype`` chooses them: 1-D tensors
+(norms, biases) and GPT-2's position embedding stay F32; every 2-D weight becomes the chosen
+type, quantized with gguf-py's reference quantizer (``gguf.quants``: Q8_0 = int8 in blocks of
+32 with one f16 scale, 8.5 bits per weight; Q4_0 = 4-bit in blocks of 32, 4.5 bits); a matrix
+whose rows are not a multiple of 32 falls back to F16, as llama.cpp does.
 
 The check: transformers reads the file back (``from_pretrained(dir, gguf_file=...)``, which
-undoes the permutation and dequantises), and its logits on a few prompts must match the
-source model's within ``atol``.
+undoes the permutation and dequantizes), and its logits on a few prompts must match the
+source model's within ``atol`` (F32 exact to float rounding; F16/Q8_0/Q4_0 within their
+rounding, so their default tolerance is wider; see ``DEFAULT_ATOL``).
 """
 
 from __future__ import annotations
@@ -86,15 +98,33 @@ def bpe_vocab(tokenizer: Any, vocab_size: int) -> tuple[list[str], list[str], li
     return tokens, merges, types
 
 
-def write_llama_gguf(model: Any, tokenizer: Any, path: Path) -> None:
-    """Write ``model`` (LlamaForCausalLM) and its tokenizer as one fp32 GGUF file."""
-    import gguf
+def gpt2_tensors(model: Any) -> Iterator[tuple[str, Any]]:
+    """(GGUF name, fp32 numpy array) for every tensor of a ``GPT2LMHeadModel``."""
+    sd = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    yield "token_embd.weight", sd["transformer.wte.weight"]
+    yield "position_embd.weight", sd["transformer.wpe.weight"]
+    # GPT-2's Conv1D stores (in, out); GGUF wants (out, in) like a Linear
+    names = {
+        "ln_1": ("attn_norm", False),
+        "attn.c_attn": ("attn_qkv", True),
+        "attn.c_proj": ("attn_output", True),
+        "ln_2": ("ffn_norm", False),
+        "mlp.c_fc": ("ffn_up", True),
+        "mlp.c_proj": ("ffn_down", True),
+    }
+    for i in range(model.config.n_layer):
+        for hf, (gg, conv1d) in names.items():
+            weight = sd[f"transformer.h.{i}.{hf}.weight"]
+            yield f"blk.{i}.{gg}.weight", weight.T.copy() if conv1d else weight
+            yield f"blk.{i}.{gg}.bias", sd[f"transformer.h.{i}.{hf}.bias"]
+    yield "output_norm.weight", sd["transformer.ln_f.weight"]
+    yield "output_norm.bias", sd["transformer.ln_f.bias"]
+    yield "output.weight", sd.get("lm_head.weight", sd["transformer.wte.weight"])
 
-    cfg = model.config
+
+def _llama_header(writer: Any, cfg: Any) -> None:
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     rope = getattr(cfg, "rope_theta", None) or (cfg.rope_parameters or {}).get("rope_theta")
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name(Path(path).parent.name)
     writer.add_block_count(cfg.num_hidden_layers)
     writer.add_context_length(cfg.max_position_embeddings)
     writer.add_embedding_length(cfg.hidden_size)
@@ -104,9 +134,91 @@ def write_llama_gguf(model: Any, tokenizer: Any, path: Path) -> None:
     writer.add_rope_freq_base(float(rope or 10000.0))
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_rope_dimension_count(head_dim)
-    writer.add_vocab_size(cfg.vocab_size)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+
+def _gpt2_header(writer: Any, cfg: Any) -> None:
+    writer.add_block_count(cfg.n_layer)
+    writer.add_context_length(cfg.n_positions)
+    writer.add_embedding_length(cfg.n_embd)
+    writer.add_feed_forward_length(cfg.n_inner or 4 * cfg.n_embd)
+    writer.add_head_count(cfg.n_head)
+    writer.add_layer_norm_eps(cfg.layer_norm_epsilon)
+
+
+# model_type -> (header writer, tensors); GGUF's architecture name is the model_type
+ARCHITECTURES = {"llama": (_llama_header, llama_tensors), "gpt2": (_gpt2_header, gpt2_tensors)}
+GGUF_TYPES = ("f32", "f16", "q8_0", "q4_0")
+# default |logit| tolerance of the read-back check per type, on logits of magnitude ~10: F16
+# rounds each weight to 11 significant bits, Q8_0 to 8 bits per block, Q4_0 to 4
+DEFAULT_ATOL = {"f32": 1e-4, "f16": 0.05, "q8_0": 0.5, "q4_0": 3.0}
+
+
+def unsupported_reason(config: Any) -> str | None:
+    """Why llama.cpp's architecture would compute something else than this model, or None."""
+    if config.model_type not in ARCHITECTURES:
+        return (
+            f"GGUF export supports Llama- and GPT-2-architecture models (llama-tiny, "
+            f"smollm2-135m, gpt-tiny), not {config.model_type!r}"
+        )
+    if config.model_type == "gpt2":
+        # llama.cpp's gpt2 graph: tanh-approximated GELU, attention scaled by 1/sqrt(head_dim)
+        if config.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+            return f"llama.cpp's GPT-2 uses tanh GELU, this model {config.activation_function!r}"
+        if not config.scale_attn_weights or config.scale_attn_by_inverse_layer_idx:
+            return "llama.cpp's GPT-2 scales attention by 1/sqrt(head_dim) only"
+    return None
+
+
+FILE_TYPES = {  # general.file_type: what llama.cpp reports as the model's type
+    "f32": lambda g: g.LlamaFileType.ALL_F32,
+    "f16": lambda g: g.LlamaFileType.MOSTLY_F16,
+    "q8_0": lambda g: g.LlamaFileType.MOSTLY_Q8_0,
+    "q4_0": lambda g: g.LlamaFileType.MOSTLY_Q4_0,
+}
+
+
+def _add_tensor(writer: Any, name: str, array: Any, kind: str) -> str:
+    """Add ``array`` as ``kind`` (f32/f16/q8_0/q4_0) following convert_hf_to_gguf's choices;
+    returns the GGML type written."""
+    import gguf
+    import numpy as np
+
+    if kind == "f32" or array.ndim < 2 or name == "position_embd.weight":
+        writer.add_tensor(name, array.astype(np.float32))
+        return "F32"
+    if kind != "f16":
+        qtype = gguf.GGMLQuantizationType[kind.upper()]
+        try:
+            data = gguf.quants.quantize(array.astype(np.float32), qtype)
+        except gguf.quants.QuantError:  # rows not a multiple of the block size (32)
+            pass
+        else:
+            writer.add_tensor(name, data, raw_dtype=qtype)
+            return qtype.name
+    writer.add_tensor(name, array.astype(np.float16))
+    return "F16"
+
+
+def write_gguf(model: Any, tokenizer: Any, path: Path, kind: str = "f32") -> dict[str, int]:
+    """Write ``model`` (Llama or GPT-2 causal LM) and its tokenizer as one GGUF file whose 2-D
+    weights are ``kind``. Returns how many tensors were written per GGML type.
+
+    Raises:
+        ValueError: an architecture or tokenizer GGUF cannot describe (message says which).
+    """
+    import gguf
+
+    reason = unsupported_reason(model.config)
+    if reason:
+        raise ValueError(reason)
+    cfg = model.config
+    header, tensors = ARCHITECTURES[cfg.model_type]
     tokens, merges, types = bpe_vocab(tokenizer, cfg.vocab_size)
+    writer = gguf.GGUFWriter(str(path), cfg.model_type)
+    writer.add_name(Path(path).parent.name)
+    header(writer, cfg)
+    writer.add_vocab_size(cfg.vocab_size)
+    writer.add_file_type(FILE_TYPES[kind](gguf))
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
@@ -117,30 +229,49 @@ def write_llama_gguf(model: Any, tokenizer: Any, path: Path) -> None:
         if token_id is not None:
             getattr(writer, f"add_{name}_token_id")(token_id)
     writer.add_add_bos_token(False)
-    for name, array in llama_tensors(model):
-        writer.add_tensor(name, array)
+    written: dict[str, int] = {}
+    for name, array in tensors(model):
+        ggml = _add_tensor(writer, name, array, kind)
+        written[ggml] = written.get(ggml, 0) + 1
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return written
 
 
-def gguf_max_diff(model: Any, tokenizer: Any, directory: Path) -> float:
-    """Largest |logit| difference between ``model`` and the GGUF file read back by
-    transformers, over ``PROMPTS``."""
+def gguf_logit_check(model: Any, tokenizer: Any, directory: Path) -> dict[str, float]:
+    """How far the GGUF file read back by transformers is from ``model`` over ``PROMPTS``:
+    ``max_abs_diff`` (largest |logit| difference), ``rel_diff`` (that over the largest
+    |logit|) and ``top1_agreement`` (share of positions with the same next token).
+
+    The config comes from ``config.json`` beside the file: transformers' GGUF config mapping
+    for GPT-2 drops the context length and MLP width (it would build a 1024-position model).
+    """
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     back = AutoModelForCausalLM.from_pretrained(
-        directory, gguf_file=GGUF_FILE, dtype=torch.float32
+        directory,
+        gguf_file=GGUF_FILE,
+        config=AutoConfig.from_pretrained(directory),
+        dtype=torch.float32,
     ).eval()
-    worst = 0.0
+    worst = largest = 0.0
+    same = positions = 0
     with torch.inference_mode():
         for prompt in PROMPTS:
             ids = tokenizer(prompt, return_tensors="pt").input_ids
-            diff = (model(input_ids=ids).logits - back(input_ids=ids).logits).abs().max()
-            worst = max(worst, diff.item())
-    return worst
+            ref, got = model(input_ids=ids).logits, back(input_ids=ids).logits
+            worst = max(worst, (ref - got).abs().max().item())
+            largest = max(largest, ref.abs().max().item())
+            same += (ref.argmax(-1) == got.argmax(-1)).sum().item()
+            positions += ids.numel()
+    return {
+        "max_abs_diff": worst,
+        "rel_diff": worst / largest if largest else 0.0,
+        "top1_agreement": same / positions,
+    }
 
 
 def load_causal_lm(path: Path) -> tuple[Any, Any]:
@@ -162,28 +293,34 @@ def export_gguf(run: StepRun, model: Any, tokenizer: Any) -> tuple[Compressed, d
     """The ``export`` step with ``format: gguf``: write, read back, compare, save the manifest."""
     import gguf
 
-    if model.config.model_type != "llama":
-        raise run.fail(
-            "format",
-            f"GGUF export supports Llama-architecture models (llama-tiny, smollm2-135m), not "
-            f"{model.config.model_type!r}",
-        )
+    reason = unsupported_reason(model.config)
+    if reason:
+        raise run.fail("format", reason)
+    kind = run.step.gguf_type
     model = model.float().eval()
     try:
-        write_llama_gguf(model, tokenizer, run.out / GGUF_FILE)
+        written = write_gguf(model, tokenizer, run.out / GGUF_FILE, kind)
     except ValueError as e:
         raise run.fail("format", str(e)) from None
     tensors = len(gguf.GGUFReader(run.out / GGUF_FILE).tensors)
-    diff = gguf_max_diff(model, tokenizer, run.out)
-    if not diff <= run.step.atol:
+    model.config.save_pretrained(run.out)  # the check reads it (see gguf_logit_check)
+    check = gguf_logit_check(model, tokenizer, run.out)
+    atol = run.step.atol if run.step.atol is not None else DEFAULT_ATOL[kind]
+    if not check["max_abs_diff"] <= atol:
         raise run.fail(
             "atol",
-            f"the GGUF model read back gives logits {diff:.3g} away from PyTorch's "
-            f"(> {run.step.atol:g}); the export is wrong for this model",
+            f"the {kind.upper()} GGUF model read back gives logits {check['max_abs_diff']:.3g} "
+            f"away from PyTorch's (> {atol:g}); the export is wrong for this model, or "
+            f"{kind} rounds it more than atol allows",
         )
     tokenizer.save_pretrained(run.out)
-    model.config.save_pretrained(run.out)
     art = save_compressed(
-        run.out, run.source, "gguf", run.location, method="export", file=GGUF_FILE
+        run.out,
+        run.source,
+        "gguf",
+        run.location,
+        method="export",
+        file=GGUF_FILE,
+        gguf_type=kind,
     )
-    return art, {"max_abs_diff": diff, "tensors": tensors, "file_type": "F32"}
+    return art, {**check, "tensors": tensors, "file_type": kind.upper(), "ggml_types": written}
