@@ -1,4 +1,5 @@
-"""Causal-LM data: documents joined by EOS and cut into fixed blocks (GPT-2, nanoGPT).
+"""Causal-LM data: documents joined by EOS and cut into fixed blocks (GPT-2, HF ``run_clm``),
+or every window of the stream (nanoGPT's ``get_batch``).
 
 Packing wastes no compute on padding; the model learns document boundaries from the EOS
 token. Labels are the inputs themselves: Hugging Face causal-LM heads shift them by one.
@@ -46,3 +47,23 @@ def pack_clm(token_lists: list[list[int]], block_size: int, eos_id: int) -> torc
     if n_blocks == 0:
         raise too_few_tokens(len(stream), block_size)
     return stream[: n_blocks * block_size].view(n_blocks, block_size)  # (N, T)
+
+
+def windows_clm(token_lists: list[list[int]], block_size: int, eos_id: int) -> torch.Tensor:
+    """Every window of ``block_size`` tokens of ``doc1 EOS doc2 EOS ...``, one per start offset.
+
+    nanoGPT's ``get_batch`` trains on windows at random offsets: each token is seen at every
+    position of the context over training, where fixed blocks always cut the text at the same
+    places. Drawing row indices of this (a strided view of the stream, no copy) at random is
+    that sampling, and keeps batches a pure function of the indices.
+
+    Returns:
+        LongTensor view of shape (len(stream) - block_size + 1, block_size).
+
+    Raises:
+        DataError: the documents hold fewer tokens than one block.
+    """
+    stream = concat_with(token_lists, eos_id)
+    if len(stream) < block_size:
+        raise too_few_tokens(len(stream), block_size)
+    return stream.unfold(0, block_size, 1)  # (N - T + 1, T), row i = stream[i : i + T]

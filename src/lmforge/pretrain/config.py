@@ -56,6 +56,11 @@ class PretrainConfig(StrictModel):
         100, description="Save a resumable checkpoint every N steps."
     )
     keep_checkpoints: PositiveInt = Field(2, description="Keep the last K checkpoints.")
+    clm_windows: bool = Field(
+        False,
+        description="clm: train on every block_size window of the text, drawn at random offsets "
+        "as nanoGPT does, instead of fixed non-overlapping blocks (validation keeps blocks).",
+    )
     mlm_probability: float = Field(
         0.15, gt=0, lt=1, description="Share of tokens masked for MLM (80/10/10)."
     )

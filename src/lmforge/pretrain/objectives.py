@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from lmforge.core.errors import DataError
-from lmforge.pretrain.clm import pack_clm
+from lmforge.pretrain.clm import pack_clm, windows_clm
 from lmforge.pretrain.config import Objective
 from lmforge.pretrain.mlm import (
     chinese_word_starts,
@@ -92,11 +92,11 @@ def _pack(
     block_size: int,
     nsp_probability: float,
     seed: int,
+    clm_windows: bool = False,
 ) -> Blocks:
     if objective == "clm":
-        return Blocks(
-            pack_clm(tokenize_texts(tokenizer, texts), block_size, tokenizer.eos_token_id)
-        )
+        pack = windows_clm if clm_windows else pack_clm
+        return Blocks(pack(tokenize_texts(tokenizer, texts), block_size, tokenizer.eos_token_id))
     cls_id, sep_id = cls_sep_ids(tokenizer)
     if objective == "mlm":
         return Blocks(pack_mlm(tokenize_texts(tokenizer, texts), block_size, cls_id, sep_id))
@@ -174,8 +174,11 @@ class PretrainData:
         whole_word_mask: bool = False,
         nsp_probability: float = 0.5,
         seed: int = 0,
+        clm_windows: bool = False,
     ) -> PretrainData:
-        """Tokenize and pack both splits (the fields match ``PretrainConfig``'s).
+        """Tokenize and pack both splits (the fields match ``PretrainConfig``'s). With
+        ``clm_windows`` the train split holds every window (``clm.windows_clm``); the val split
+        keeps fixed blocks, so each held-out token is scored once.
 
         Raises:
             DataError: a split too small for one block, or a tokenizer lacking the special
@@ -197,7 +200,10 @@ class PretrainData:
 
         def pack(name: str, texts: Sequence[str], split_seed: int) -> Blocks:
             try:
-                blocks = _pack(tokenizer, texts, objective, block_size, nsp_probability, split_seed)
+                windows = clm_windows and name == "train"
+                blocks = _pack(
+                    tokenizer, texts, objective, block_size, nsp_probability, split_seed, windows
+                )
             except DataError as e:
                 raise DataError(f"'{name}' split: {e}") from None
             if whole_word_mask and objective != "clm":

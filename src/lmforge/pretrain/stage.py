@@ -66,6 +66,7 @@ def prepare_data(cfg: PretrainConfig, tokenizer: Any, data_dir: Path, seed: int)
         "whole_word_mask": cfg.whole_word_mask,
         "nsp_probability": cfg.nsp_probability,
         "seed": seed,
+        "clm_windows": cfg.clm_windows,
     }
     try:
         return PretrainData.from_texts(tokenizer, train, val, **kwargs)
@@ -73,7 +74,8 @@ def prepare_data(cfg: PretrainConfig, tokenizer: Any, data_dir: Path, seed: int)
         if not str(e).startswith("'val' split"):
             raise
     # the val split is too small for one block: hold out the last 5% of training blocks
-    data = PretrainData.from_texts(tokenizer, train, None, **kwargs)
+    # (fixed blocks: held-out windows would overlap the training ones)
+    data = PretrainData.from_texts(tokenizer, train, None, **{**kwargs, "clm_windows": False})
     n = max(1, int(len(data.train.input_ids) * HOLDOUT_FRACTION))
     if n >= len(data.train.input_ids):
         raise DataError(
