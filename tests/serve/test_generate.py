@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmforge.serve.generate import GenRequest, SamplingParams, generate_batch
+from lmforge.models.sampling import GenRequest, SamplingParams, generate_batch
 from lmforge.serve.loader import load_served, pick_artifact
 
 

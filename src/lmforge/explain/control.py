@@ -2,10 +2,11 @@
 JSON-schema-constrained decoding, and a classifier gate on prompt and response.
 
 Every token-level guard is a transformers ``LogitsProcessor`` or ``StoppingCriteria``, so it
-plugs into ``model.generate(logits_processor=..., stopping_criteria=...)`` wherever lmforge
-generates (``lmforge generate``, ``serve``); ``guarded_generate`` wires them all for one
-prompt. Guards work on the exact bytes each token adds to the output (``token_bytes``), so a
-phrase split across tokens, or across the bytes of one Chinese character, is still caught.
+plugs into ``model.generate(logits_processor=..., stopping_criteria=...)`` and into lmforge's
+one generation loop (``lmforge.models.sampling``: ``lmforge generate``, ``serve``);
+``guarded_generate`` wires them all for one prompt. Guards work on the exact bytes each token
+adds to the output (``token_bytes``), so a phrase split across tokens, or across the bytes of
+one Chinese character, is still caught.
 
 Guarantees (tested):
   * a banned phrase (ASCII case-insensitive) never appears in the generated text, whatever
@@ -446,39 +447,31 @@ def guarded_generate(
     The gate checks the prompt before any generation and the response after it; a flagged
     one is refused and its text withheld.
     """
-    import torch
-    from transformers import LogitsProcessorList, StoppingCriteriaList
+    from lmforge.models.sampling import (
+        GenRequest,
+        SamplingParams,
+        generate_batch,
+        prompt_ids,
+        stop_ids_of,
+    )
 
     if guards.gate is not None and (flag := guards.gate.flags(prompt)):
         return GuardedOutput("", "refused", f"prompt: {flag}")
-    enc = tokenizer(prompt, return_tensors="pt")
-    if enc["input_ids"].shape[1] == 0:
-        start = (
-            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        )
-        enc = {
-            "input_ids": torch.tensor([[start]]),
-            "attention_mask": torch.ones(1, 1, dtype=torch.long),
-        }
-    n = enc["input_ids"].shape[1]
-    processors, criteria = guard_processors(tokenizer, guards, n, guards.max_new_tokens)
-    torch.manual_seed(seed)
-    kwargs: dict[str, Any] = {
-        "do_sample": temperature > 0,
-        "max_new_tokens": guards.max_new_tokens,
-        "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
-        "logits_processor": LogitsProcessorList(processors),
-        "stopping_criteria": StoppingCriteriaList(criteria),
-    }
-    if temperature > 0:
-        kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p)
-    with torch.no_grad():
-        out = model.generate(**enc, **kwargs)
-    new = out[0, n:].tolist()
-    eos = tokenizer.eos_token_id
-    finish = "eos" if eos in new else "length"
-    if eos in new:
-        new = new[: new.index(eos)]
+    ids = prompt_ids(tokenizer, prompt)
+    processors, criteria = guard_processors(tokenizer, guards, len(ids), guards.max_new_tokens)
+    params = SamplingParams(
+        guards.max_new_tokens,
+        temperature,
+        top_k=top_k,
+        top_p=1.0 if top_p is None else top_p,
+        seed=seed,
+        logits_processors=processors,
+        stop_criteria=criteria,
+    )
+    eos = stop_ids_of(model, tokenizer)
+    (out,) = generate_batch(model, tokenizer, [GenRequest(ids, params)], stop_ids=eos)
+    new = out.token_ids
+    finish = "length" if out.finish_reason == "length" else "eos"
     text = generated_bytes(token_bytes(tokenizer), new).decode("utf-8", "replace")
     text, cut = cut_text(text, guards.stop, guards.max_chars)
     finish = cut or finish

@@ -1,4 +1,5 @@
-"""Sampling text from a causal LM with ``transformers``' ``generate()``.
+"""``lmforge generate``: load a causal LM by reference and sample from it (through the one
+generation loop, ``lmforge.models.sampling``).
 
 The model is a causal-LM directory (``RUN/pretrain/model`` of a ``clm`` run), a built-in
 (``smollm2-135m``), or an instruction fine-tune of a run (``RUN/finetune/model``, adapter or
@@ -16,6 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from lmforge.core.errors import LmforgeError
 from lmforge.core.log import logger
+from lmforge.models.sampling import (
+    GenRequest,
+    SamplingParams,
+    generate_batch,
+    prompt_ids,
+    stop_ids_of,
+)
 
 if TYPE_CHECKING:
     from lmforge.explain.control import Guards
@@ -71,7 +79,7 @@ def check_can_generate(config: Any, name: str) -> None:
 def fit_context(config: Any, prompt_tokens: int, max_new_tokens: int, name: str) -> int:
     """``max_new_tokens`` clipped to the room the prompt leaves in the model's context (past it
     GPT-2's position table raises IndexError after all the work, losing the output)."""
-    from lmforge.tasks.generation import context_limit
+    from lmforge.models.sampling import context_limit
 
     limit = context_limit(config)
     if limit is None:
@@ -160,8 +168,6 @@ def generate_text(
     Raises:
         LmforgeError: the gate refuses the prompt or withholds the response.
     """
-    import torch
-
     check_text(prompt)
     if guards is not None and guards.gate is not None and (flag := guards.gate.flags(prompt)):
         raise LmforgeError(f"the prompt is refused: the gate classifies it as {flag!r}")
@@ -169,44 +175,29 @@ def generate_text(
     if chat:
         if not tok.chat_template:
             raise LmforgeError(f"{model_dir} has no chat template; drop --chat")
-        enc = tok.apply_chat_template(
-            [{"role": "user", "content": prompt}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
+        turn = [{"role": "user", "content": prompt}]
+        ids = tok.apply_chat_template(turn, add_generation_prompt=True, return_dict=True)
+        ids = list(ids["input_ids"])
     else:
-        enc = tok(prompt, return_tensors="pt")
-        if enc["input_ids"].shape[1] == 0:  # empty prompt: start from BOS/EOS like GPT-2 samples
-            start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-            enc = {
-                "input_ids": torch.tensor([[start]]),
-                "attention_mask": torch.ones(1, 1, dtype=torch.long),
-            }
-    prompt_tokens = enc["input_ids"].shape[1]
-    max_new_tokens = fit_context(model.config, prompt_tokens, max_new_tokens, str(model_dir))
-    torch.manual_seed(seed)
-    sample = temperature > 0
-    kwargs = {
-        "do_sample": sample,
-        "max_new_tokens": max_new_tokens,
-        "pad_token_id": tok.pad_token_id or tok.eos_token_id,
-    }
-    if sample:
-        kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p)
+        ids = prompt_ids(tok, prompt)
+    max_new_tokens = fit_context(model.config, len(ids), max_new_tokens, str(model_dir))
+    processors: list[Any] = []
+    stops: list[Any] = []
     if guards is not None:
-        from transformers import LogitsProcessorList, StoppingCriteriaList
-
         from lmforge.explain.control import guard_processors
 
-        procs, stops = guard_processors(tok, guards, prompt_tokens, max_new_tokens)
-        kwargs.update(
-            logits_processor=LogitsProcessorList(procs),
-            stopping_criteria=StoppingCriteriaList(stops),
-        )
-    with torch.no_grad():
-        out = model.generate(**enc, **kwargs)
-    text = tok.decode(out[0, prompt_tokens:], skip_special_tokens=True)
+        processors, stops = guard_processors(tok, guards, len(ids), max_new_tokens)
+    params = SamplingParams(
+        max_new_tokens,
+        temperature,
+        top_k=top_k,
+        top_p=1.0 if top_p is None else top_p,
+        seed=seed,
+        logits_processors=processors,
+        stop_criteria=stops,
+    )
+    (out,) = generate_batch(model, tok, [GenRequest(ids, params)], stop_ids=stop_ids_of(model, tok))
+    text = out.text
     if guards is None:
         return text
     from lmforge.explain.control import cut_text

@@ -47,9 +47,8 @@ class Server:
     """What the routes share: the model, its batchers, the store, limits and metrics."""
 
     def __init__(self, sm: ServedModel, settings: Settings, store: FeedbackStore) -> None:
+        from lmforge.models.sampling import context_limit, generate_batch
         from lmforge.serve import runners
-        from lmforge.serve.generate import generate_batch
-        from lmforge.tasks.generation import context_limit
 
         self.sm, self.settings, self.limits, self.store = sm, settings, settings.limits, store
         self.metrics = ServerMetrics.create()

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
+from lmforge.models.sampling import GenRequest, GenResult, SamplingParams
 from lmforge.serve import schemas as s
-from lmforge.serve.generate import GenRequest, GenResult, SamplingParams
 
 if TYPE_CHECKING:
     from lmforge.serve.app import Server
@@ -97,7 +97,9 @@ def add_openai_routes(app: Any, server: Server) -> None:
                 )  # fmt: skip
             for i in range(body.n):
                 seed = None if body.seed is None else body.seed + i
-                params = SamplingParams(max_tokens, body.temperature, body.top_p, stops, seed)
+                params = SamplingParams(
+                    max_tokens, body.temperature, top_p=body.top_p, stop=stops, seed=seed
+                )
                 out.append(GenRequest(list(ids), params, stop_ids=stop_ids))
         return out
 

@@ -217,7 +217,7 @@ def embed(sm: ServedModel, texts: list[str]) -> list[tuple[list[float], int]]:
 
 
 def _embed_length(sm: ServedModel) -> int:
-    from lmforge.tasks.generation import context_limit
+    from lmforge.models.sampling import context_limit
 
     limit = context_limit(getattr(sm.model, "config", None)) or sm.cfg.max_length
     return min(limit, max(sm.cfg.max_length, 512))

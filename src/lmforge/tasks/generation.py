@@ -19,6 +19,7 @@ from typing import Any
 
 from lmforge.core.errors import LmforgeError
 from lmforge.core.log import logger
+from lmforge.models.sampling import context_limit
 
 
 @dataclass
@@ -33,29 +34,6 @@ class Generated:
         return sum(self.stopped) / max(len(self.stopped), 1)
 
 
-def context_limit(config: Any) -> int | None:
-    """The longest sequence the model's positions cover (GPT-2 ``n_positions``, Llama
-    ``max_position_embeddings``); ``None`` when the config names none."""
-    for name in ("n_positions", "max_position_embeddings"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        span = slice(width - len(r), width) if left else slice(0, len(r))
-        ids[i, span] = torch.tensor(r, dtype=torch.long)
-        mask[i, span] = 1
-    return ids, mask
-
-
 def greedy_generate(
     model: Any,
     prompts: list[list[int]],
@@ -65,7 +43,8 @@ def greedy_generate(
     max_new_tokens: int,
     batch_size: int = 16,
 ) -> Generated:
-    """Greedy continuations of ``prompts`` (``model.generate`` with ``do_sample=False``).
+    """Greedy continuations of ``prompts``, through the one generation loop
+    (``lmforge.models.sampling``).
 
     Args:
         model: a causal LM or encoder-decoder (``config.is_encoder_decoder``), possibly
@@ -79,8 +58,7 @@ def greedy_generate(
     Raises:
         LmforgeError: an empty prompt, or a prompt that already fills the model's context.
     """
-    import torch
-    from transformers import GenerationConfig
+    from lmforge.models.sampling import GenRequest, SamplingParams, generate_batch
 
     empty = [i for i, p in enumerate(prompts) if not p]
     if empty:
@@ -88,17 +66,14 @@ def greedy_generate(
     config = model.config
     encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
     limit = None if encoder_decoder else context_limit(config)
-    device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     ids: list[list[int]] = [[] for _ in prompts]
     stopped = [False] * len(prompts)
     capped = 0
-    stops = set(stop_ids)
     model.eval()
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batch = [prompts[i] for i in rows]
-        width = max(len(p) for p in batch)
+        width = max(len(prompts[i]) for i in rows)
         new_tokens = max_new_tokens
         if limit is not None and width + new_tokens > limit:
             new_tokens = limit - width
@@ -108,26 +83,12 @@ def greedy_generate(
                     f"a prompt of {width} tokens fills the model's {limit}-token context; "
                     "lower finetune.max_length"
                 )
-        input_ids, mask = _pad(batch, pad_id, left=not encoder_decoder)
-        gen = GenerationConfig(
-            max_new_tokens=new_tokens,
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=list(stop_ids),
-            pad_token_id=pad_id,
-        )
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=mask.to(device),
-                generation_config=gen,
-            )
-        # decoders return prompt + new tokens; encoder-decoders the decoder start + new tokens
-        new = out[:, 1:] if encoder_decoder else out[:, input_ids.shape[1] :]
-        for i, row in zip(rows, new.tolist(), strict=True):
-            cut = next((j for j, t in enumerate(row) if t in stops), None)
-            ids[i] = row if cut is None else row[:cut]
-            stopped[i] = cut is not None
+        params = SamplingParams(new_tokens, temperature=0)
+        requests = [GenRequest(prompts[i], params) for i in rows]
+        results = generate_batch(model, None, requests, stop_ids=stop_ids, pad_id=pad_id)
+        for i, result in zip(rows, results, strict=True):
+            ids[i] = result.token_ids
+            stopped[i] = result.finish_reason == "stop"
     if capped:
         logger.warning(
             "generation: %d prompts were given fewer than %d new tokens to stay within the "
