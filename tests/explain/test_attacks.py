@@ -121,6 +121,17 @@ def test_near_forms_are_measured_look_alikes():
     assert above <= 10
 
 
+def test_zh_form_without_a_cjk_font_says_what_to_install(monkeypatch):
+    from lmforge.core import plots
+    from lmforge.core.errors import LmforgeError
+    from lmforge.explain.attacks.chinese_form import cjk_font_file
+
+    monkeypatch.setattr(plots, "packaged_cjk_font", lambda: None)
+    monkeypatch.setattr(plots, "find_cjk_font", lambda: None)
+    with pytest.raises(LmforgeError, match="zh-form.*mplfonts==0.0.11"):
+        cjk_font_file()
+
+
 @pytest.mark.parametrize("name", ["char", "word"])
 def test_a_counted_success_really_flips_the_prediction(keyword_clf, name):
     data = [(t, lab) for t, lab in keyword_texts(30, seed=3) if lab != "other"]

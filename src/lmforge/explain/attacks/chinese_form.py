@@ -52,7 +52,8 @@ def cjk_font_file() -> tuple[str, int]:
         )
     from matplotlib import font_manager
 
-    entry = next(f for f in font_manager.fontManager.ttflist if f.name == name)
+    faces = [f for f in font_manager.fontManager.ttflist if f.name == name]
+    entry = min(faces, key=lambda f: f.weight not in (400, "normal", "regular"))  # not bold
     return entry.fname, getattr(entry, "index", 0)  # FontEntry.index: matplotlib >= 3.10
 
 
