@@ -62,16 +62,27 @@ class PruneStep(StepBase):
     """Remove weights: unstructured (zeros) or structured (a smaller saved model)."""
 
     method: Literal["prune"]
-    kind: Literal["magnitude", "neurons"] = Field(
+    kind: Literal["magnitude", "neurons", "heads"] = Field(
         "magnitude",
         description="'magnitude': global unstructured L1 pruning of the encoder's Linear "
         "weights, made permanent (zeros; the file stays dense); 'neurons': remove the least "
         "important MLP neurons of every layer (intermediate_size shrinks: a smaller, faster "
-        "model).",
+        "model); 'heads': remove the least important attention heads of every layer "
+        "(num_attention_heads shrinks; Llama-family models, whose config has head_dim).",
     )
     sparsity: FractionCO = Field(
-        description="Fraction removed: of the Linear weights (magnitude) or of each layer's MLP "
-        "neurons (neurons); in [0, 1)."
+        description="Fraction removed: of the Linear weights (magnitude), of each layer's MLP "
+        "neurons (neurons) or of each layer's attention heads (heads); in [0, 1)."
+    )
+    importance: Literal["gradient", "ablation", "activation"] = Field(
+        "gradient",
+        description="heads: how heads are ranked: 'gradient' (Michel et al. 2019, |dLoss/d "
+        "head gate| on labelled train batches), 'ablation' (loss increase when the head alone "
+        "is removed: most accurate, layers x heads extra passes) or 'activation' (mean norm "
+        "of each head's contribution; no labels, least reliable).",
+    )
+    importance_examples: PositiveInt = Field(
+        256, description="heads: train examples the importance scores are computed on."
     )
     recovery_epochs: int = Field(
         0,

@@ -10,10 +10,11 @@
   criterion) are cut out of both matrices and ``intermediate_size`` shrinks, so the saved
   model is smaller and faster and loads in plain transformers. The same count per layer,
   because a transformers config has one ``intermediate_size``.
-
-Attention heads: transformers 5 removed ``prune_heads`` and BERT's config has one head count
-and no separate head size, so a head-pruned BERT would not load in plain transformers; not
-offered here.
+- ``heads``: in every layer, the ``sparsity`` fraction of attention heads with the least
+  importance (``importance``: gradient, Michel et al. 2019; ablation; activation) are cut out
+  of q/k/v and the output projection; ``num_attention_heads`` shrinks (compress.heads). Only
+  architectures whose config has its own ``head_dim`` (Llama family) can say "fewer heads of
+  the same size"; BERT and GPT-2 are refused naming ``kind``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.compress.artifact import Compressed, load_compressed, save_compressed
+from lmforge.compress.heads import check_can_shrink, prune_heads
 from lmforge.compress.methods import METHODS, Method, StepRun
 
-TASKS = ("classification", "token-classification")
+TASKS = ("classification", "token-classification", "instruction")
 
 
 def body_linears(model: Any) -> list[tuple[Any, str]]:
@@ -104,6 +106,23 @@ def _recover(run: StepRun, model: Any) -> list[dict[str, float]]:
     )
 
 
+def _importance_batches(run: StepRun) -> list[dict[str, Any]]:
+    """The first ``importance_examples`` train examples, in training-size batches."""
+    train, _ = run.train_data()
+    n = min(len(train), run.step.importance_examples)
+    size = run.step.batch_size
+    return [train.batch(list(range(i, min(i + size, n)))) for i in range(0, n, size)]
+
+
+def check_prune(step: Any, task: str) -> None:
+    """Neuron pruning knows BERT-style MLPs only: refuse it for a causal LM up front."""
+    if step.kind == "neurons" and task == "instruction":
+        raise ValueError(
+            "kind: neurons prunes BERT-style encoder MLPs (classification, token-"
+            "classification); for a causal LM use kind: heads or magnitude"
+        )
+
+
 def run_prune(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     import torch.nn.utils.prune as tp
 
@@ -122,6 +141,16 @@ def run_prune(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
         facts["sparsity"] = sparsity_of(params)
         total = sum(p.numel() for p in model.parameters())
         facts["model_sparsity"] = sum(int((p == 0).sum()) for p in model.parameters()) / total
+    elif step.kind == "heads":
+        try:
+            check_can_shrink(model)  # before the data is encoded and scored
+            facts.update(
+                prune_heads(model, step.sparsity, _importance_batches(run), step.importance)
+            )
+        except ValueError as e:
+            raise run.fail("kind", str(e)) from None
+        if step.recovery_epochs:
+            facts["recovery"] = _recover(run, model)
     else:
         try:
             facts["intermediate_size"] = prune_neurons(model, step.sparsity)
@@ -148,4 +177,4 @@ def run_prune(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     return art, facts
 
 
-METHODS.add("prune", Method("prune", TASKS, lambda step: ("transformers",), run_prune))
+METHODS.add("prune", Method("prune", TASKS, lambda step: ("transformers",), run_prune, check_prune))
