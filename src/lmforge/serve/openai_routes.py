@@ -23,6 +23,7 @@ from lmforge.models.sampling import GenRequest, GenResult, SamplingParams
 from lmforge.serve import schemas as s
 
 if TYPE_CHECKING:
+    from lmforge.explain.control import Guards
     from lmforge.serve.app import Server
 
 
@@ -65,9 +66,28 @@ def chat_prompt(tokenizer: Any, messages: list[tuple[str, str]]) -> tuple[list[i
     return ids, fmt.stop_ids
 
 
+def format_guards(fmt: s.ResponseFormat | None) -> Guards | None:
+    """The constraint a ``response_format`` asks for; None for plain text."""
+    from lmforge.explain.control import Guards
+    from lmforge.serve.guard import ApiError
+
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return Guards(json_schema={"type": "object"})
+    if fmt.json_schema is None:
+        raise ApiError(
+            422, "response_format.json_schema: required when type is json_schema",
+            "response_format.json_schema",
+        )  # fmt: skip
+    return Guards(json_schema=fmt.json_schema.schema_)
+
+
 def add_openai_routes(app: Any, server: Server) -> None:
     from fastapi.responses import StreamingResponse
 
+    from lmforge.core.errors import LmforgeError
+    from lmforge.explain.control import guard_processors
     from lmforge.serve.app import _max_tokens
     from lmforge.serve.guard import ApiError
 
@@ -86,6 +106,10 @@ def add_openai_routes(app: Any, server: Server) -> None:
                 "(--max-texts)", "n",
             )  # fmt: skip
         stops = _stops(body.stop)
+        guards = format_guards(body.response_format)
+        eos = getattr(sm.processor, "eos_token_id", None)
+        if guards is not None and eos is not None and eos not in stop_ids:
+            stop_ids = [*stop_ids, eos]  # a constrained output ends with EOS once it is whole
         out = []
         for p, ids in enumerate(prompts):
             if not ids:
@@ -95,13 +119,25 @@ def add_openai_routes(app: Any, server: Server) -> None:
                     400, f"prompt {p} has {len(ids)} tokens; the model's context is "
                     f"{server.context} tokens, shorten it", "prompt", "context_length_exceeded",
                 )  # fmt: skip
+            processors = constrain(guards, len(ids), max_tokens)
             for i in range(body.n):
                 seed = None if body.seed is None else body.seed + i
                 params = SamplingParams(
-                    max_tokens, body.temperature, top_p=body.top_p, stop=stops, seed=seed
-                )
+                    max_tokens, body.temperature, top_p=body.top_p, stop=stops, seed=seed,
+                    logits_processors=processors,
+                )  # fmt: skip
                 out.append(GenRequest(list(ids), params, stop_ids=stop_ids))
         return out
+
+    def constrain(guards: Guards | None, prompt_length: int, max_tokens: int) -> list[Any]:
+        """The logits processors enforcing ``response_format`` after this prompt."""
+        if guards is None:
+            return []
+        try:
+            processors, _ = guard_processors(sm.processor, guards, prompt_length, max_tokens)
+        except LmforgeError as e:
+            raise ApiError(422, f"response_format: {e}", "response_format") from None
+        return processors
 
     def usage(results: list[GenResult], prompts: list[list[int]]) -> dict[str, int]:
         prompt = sum(len(p) for p in prompts)

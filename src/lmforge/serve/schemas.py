@@ -73,6 +73,24 @@ class FeedbackRequest(Body):
 # ---------------------------------------------------------------- OpenAI-compatible
 
 
+class JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: Text | None = None
+    schema_: dict[str, Any] = Field(
+        ..., alias="schema", description="The JSON schema every choice must satisfy."
+    )
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``: the output is constrained while it is generated (a
+    logits processor), so it parses every time rather than being checked afterwards."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+
+
 class GenerationBody(BaseModel):
     """Fields shared by /v1/completions and /v1/chat/completions (OpenAI's names)."""
 
@@ -89,6 +107,9 @@ class GenerationBody(BaseModel):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     logprobs: Any = Field(None, description="Not supported (must be null/false).")
+    response_format: ResponseFormat | None = Field(
+        None, description="json_object or json_schema: constrained decoding; text: none."
+    )
 
 
 class CompletionRequest(GenerationBody):
