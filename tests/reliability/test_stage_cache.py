@@ -91,6 +91,7 @@ def test_a_second_run_takes_every_stage_from_the_cache_without_training(
         for e in map(json.loads, (first / "metrics.jsonl").read_text().splitlines())
         if e["stage"] == "pretrain"
     ]
+    assert (second / "report.html").read_text().count("taken from the stage cache") == 3
     # the model reloads from the second run
     from transformers import AutoModelForCausalLM
 

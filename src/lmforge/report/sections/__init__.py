@@ -120,6 +120,9 @@ def _subtitle(view: StageView) -> str:
         parts.append(f"{view.seconds:,.1f} s")
     if view.entry.get("cached"):
         parts.append("unchanged since an earlier run, reused")
+    if isinstance(view.entry.get("from_cache"), dict):  # lmforge.core.cache
+        built = view.entry["from_cache"].get("built_seconds") or 0.0
+        parts.append(f"taken from the stage cache (built in {built:,.1f} s by an earlier run)")
     return " · ".join(parts)
 
 
