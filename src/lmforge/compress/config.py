@@ -39,8 +39,8 @@ class DistillStep(StepBase):
     student: str = Field(
         "every-other-layer",
         description="'every-other-layer' (the teacher's layers 0, 2, 4, ... as DistilBERT "
-        "initialised its student), or an encoder preset (bert-tiny, bert-small) on the "
-        "teacher's tokenizer.",
+        "initialised its student; BERT, Llama, GPT-2), or a preset of the task (bert-tiny, "
+        "bert-small; causal LMs: gpt-tiny, llama-tiny, ...) on the teacher's tokenizer.",
     )
     temperature: float = Field(
         2.0,
@@ -52,6 +52,17 @@ class DistillStep(StepBase):
         ge=0,
         le=1,
         description="Weight of the KL term; 1 - alpha weighs the hard loss.",
+    )
+    hidden_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of hidden-state matching (0: off): student layer i against teacher "
+        "layer round(i * L_teacher / L_student) through a learned projection (TinyBERT).",
+    )
+    hidden_loss: Literal["mse", "cosine"] = Field(
+        "mse",
+        description="Hidden-state distance: 'mse' (TinyBERT) or 'cosine' (1 - cosine "
+        "similarity, DistilBERT), over real tokens.",
     )
     epochs: PositiveInt = Field(3, description="Training epochs over the fine-tune train split.")
     lr: LearningRate = Field(1e-4, description="Peak AdamW learning rate of the student.")

@@ -3,11 +3,21 @@
 Loss per batch, with temperature T and weight alpha::
 
     alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, y)
+    + hidden_weight * sum over layer pairs of D(W_l . h_student, h_teacher)
 
-(T^2 keeps the soft term's gradients on the hard term's scale.) The student starts either
-from the teacher's own weights with every other layer kept (DistilBERT's initialisation:
-layers 0, 2, 4, ... plus embeddings and head) or from a fresh encoder preset on the teacher's
-tokenizer. It trains with the finetune stage's loop on the fine-tune train split.
+(T^2 keeps the soft term's gradients on the hard term's scale.) The KL and CE terms are taken
+per example (classification), per labelled token (token classification: the positions whose
+label is not -100) or per predicted next token (causal LMs, the instruction task: logits at
+t against the token at t + 1, on the reply tokens the task trains on). The optional hidden
+term matches student layer i to teacher layer round(i * L_teacher / L_student) (TinyBERT's
+uniform mapping; embeddings to embeddings) through a learned projection W_l (identity at the
+start when the widths agree; discarded after training), with D = MSE (TinyBERT) or 1 - cosine
+(DistilBERT) over real tokens.
+
+The student starts either from the teacher's own weights with every other layer kept
+(DistilBERT's initialisation: layers 0, 2, 4, ... plus embeddings and head; BERT, Llama and
+GPT-2 layouts) or from a fresh preset of the task on the teacher's tokenizer. It trains with
+the finetune stage's loop on the fine-tune train split.
 """
 
 from __future__ import annotations
@@ -20,7 +30,26 @@ from typing import Any
 from lmforge.compress.artifact import Compressed, load_compressed, save_compressed
 from lmforge.compress.methods import METHODS, Method, StepRun
 
-TASKS = ("classification",)
+TASKS = ("classification", "token-classification", "instruction")
+IGNORE = -100  # label of positions no loss is taken on (transformers' convention)
+
+
+def layer_stack(model: Any) -> tuple[Any, str]:
+    """(owner, attribute) of the model's list of transformer layers.
+
+    Raises:
+        ValueError: a layout this does not know.
+    """
+    import torch
+
+    body = model.base_model
+    for owner, name in ((getattr(body, "encoder", None), "layer"), (body, "layers"), (body, "h")):
+        if isinstance(getattr(owner, name, None), torch.nn.ModuleList):
+            return owner, name
+    raise ValueError(
+        f"every-other-layer knows BERT (encoder.layer), Llama (layers) and GPT-2 (h) layer "
+        f"lists, not {type(model).__name__}'s; pick a preset student"
+    )
 
 
 def every_other_layer(teacher: Any) -> Any:
@@ -28,12 +57,13 @@ def every_other_layer(teacher: Any) -> Any:
     import torch
 
     student = copy.deepcopy(teacher)
-    layers = student.base_model.encoder.layer
-    student.base_model.encoder.layer = torch.nn.ModuleList(
-        layers[i] for i in range(0, len(layers), 2)
-    )
-    student.config.num_hidden_layers = len(student.base_model.encoder.layer)
-    for i, layer in enumerate(student.base_model.encoder.layer):  # attention caches index layers
+    owner, name = layer_stack(student)
+    kept = [i for i in range(len(getattr(owner, name))) if i % 2 == 0]
+    setattr(owner, name, torch.nn.ModuleList(getattr(owner, name)[i] for i in kept))
+    student.config.num_hidden_layers = len(kept)
+    if getattr(student.config, "layer_types", None):  # per-layer attention kinds (sliding, full)
+        student.config.layer_types = [student.config.layer_types[i] for i in kept]
+    for i, layer in enumerate(getattr(owner, name)):  # attention caches index layers
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = i
@@ -41,16 +71,33 @@ def every_other_layer(teacher: Any) -> Any:
 
 
 def preset_student(preset: str, teacher: Any, processor: Any, task: Any, info: Any) -> Any:
-    """A fresh ``preset`` encoder sized to the teacher's tokenizer, with the task head."""
+    """A fresh ``preset`` model with the task's head, on the teacher's tokenizer (a causal LM
+    also on its vocabulary size: the KL compares next-token distributions entry by entry)."""
     from lmforge.models.build import build_model, special_token_ids
     from lmforge.models.spec import ModelSpec
 
+    causal = task.peft_task == "CAUSAL_LM"
+    vocab = teacher.config.vocab_size if causal else len(processor)
     body = build_model(
-        ModelSpec(preset=preset), "mlm", len(processor), special_token_ids(processor)
+        ModelSpec(preset=preset), "clm" if causal else "mlm", vocab, special_token_ids(processor)
     )
     with tempfile.TemporaryDirectory() as tmp:
         body.save_pretrained(tmp)
         return task.load_model(Path(tmp), info)
+
+
+def scored_positions(
+    student_logits: Any, teacher_logits: Any, labels: Any, causal: bool
+) -> tuple[Any, Any, Any]:
+    """(student rows, teacher rows, labels) of the predictions the loss is taken on: one row
+    per example, per labelled token, or (causal) per next token with a label."""
+    if causal:  # the logits at t predict the token at t + 1
+        student_logits, teacher_logits = student_logits[:, :-1], teacher_logits[:, :-1]
+        labels = labels[:, 1:]
+    if student_logits.dim() == 3:  # (B, T, C) -> (N, C) over the labelled positions
+        keep = labels != IGNORE
+        return student_logits[keep], teacher_logits[keep], labels[keep]
+    return student_logits, teacher_logits, labels
 
 
 def distill_loss(
@@ -59,47 +106,127 @@ def distill_loss(
     labels: Any,
     temperature: float,
     alpha: float,
+    causal: bool = False,
 ) -> Any:
+    """alpha * T^2 * KL(teacher || student at temperature T) + (1 - alpha) * CE, averaged over
+    the scored predictions (see ``scored_positions``)."""
     import torch.nn.functional as F
 
+    s, t_logits, y = scored_positions(student_logits, teacher_logits, labels, causal)
+    if len(y) == 0:  # a batch with no labelled position: no signal, but keep the graph
+        return student_logits.sum() * 0.0
     t = temperature
     soft = F.kl_div(
-        F.log_softmax(student_logits / t, dim=-1),
-        F.log_softmax(teacher_logits / t, dim=-1),
+        F.log_softmax(s / t, dim=-1),
+        F.log_softmax(t_logits / t, dim=-1),
         reduction="batchmean",
         log_target=True,
     ) * (t * t)
-    hard = F.cross_entropy(student_logits, labels)
+    hard = F.cross_entropy(s, y)
     return alpha * soft + (1 - alpha) * hard
 
 
-def _pair(student: Any, teacher: Any, temperature: float, alpha: float) -> Any:
+def layer_pairs(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
+    """(student, teacher) indices into ``hidden_states`` (0 = embeddings): student layer i
+    matches teacher layer round(i * L_t / L_s), TinyBERT's uniform mapping."""
+    return [(0, 0)] + [
+        (i, round(i * teacher_layers / student_layers)) for i in range(1, student_layers + 1)
+    ]
+
+
+def projections(student_width: int, teacher_width: int, count: int) -> Any:
+    """One learned Linear per layer pair, student width -> teacher width (identity at the start
+    when the widths agree, so a student copied from the teacher starts matched)."""
+    import torch
+
+    layers = torch.nn.ModuleList(
+        torch.nn.Linear(student_width, teacher_width, bias=False) for _ in range(count)
+    )
+    if student_width == teacher_width:
+        for layer in layers:
+            torch.nn.init.eye_(layer.weight)
+    return layers
+
+
+def hidden_loss(
+    student_hidden: Any, teacher_hidden: Any, project: Any, mask: Any, kind: str
+) -> Any:
+    """Mean over layer pairs and real tokens of MSE or 1 - cosine between the projected
+    student state and the teacher's. ``*_hidden``: tuples of (B, T, width), embeddings first."""
+    import torch.nn.functional as F
+
+    pairs = layer_pairs(len(student_hidden) - 1, len(teacher_hidden) - 1)
+    keep = mask.bool()  # (B, T)
+    total = 0.0
+    for proj, (i, j) in zip(project, pairs, strict=True):
+        s, t = proj(student_hidden[i][keep]), teacher_hidden[j][keep]  # (N, width_t)
+        if kind == "mse":
+            total = total + F.mse_loss(s, t)
+        else:
+            total = total + (1 - F.cosine_similarity(s, t, dim=-1)).mean()
+    return total / len(pairs)
+
+
+def _pair(student: Any, teacher: Any, step: Any, causal: bool) -> Any:
     """The student and a frozen, eval-mode teacher as one module whose output has ``.loss``:
-    the shape ``finetune.train.fit`` trains."""
+    the shape ``finetune.train.fit`` trains (the hidden-state projections train with it)."""
     from types import SimpleNamespace
 
     import torch
+
+    hidden = step.hidden_weight > 0
 
     class Pair(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.student = student
             self.teacher = [teacher]  # a list: not a submodule, so not trained nor moved
+            if hidden:
+                pairs = layer_pairs(
+                    student.config.num_hidden_layers, teacher.config.num_hidden_layers
+                )
+                self.project = projections(
+                    student.config.hidden_size, teacher.config.hidden_size, len(pairs)
+                )
 
         def train(self, mode: bool = True) -> Pair:
             self.student.train(mode)
+            if hidden:
+                self.project.train(mode)
             return self
 
         def forward(self, labels: Any, **batch: Any) -> Any:
             with torch.no_grad():
-                target = self.teacher[0](**batch).logits
-            logits = self.student(**batch).logits
-            return SimpleNamespace(
-                loss=distill_loss(logits, target, labels, temperature, alpha),
-                logits=logits,
+                target = self.teacher[0](**batch, output_hidden_states=hidden)
+            out = self.student(**batch, output_hidden_states=hidden)
+            loss = distill_loss(
+                out.logits, target.logits, labels, step.temperature, step.alpha, causal
             )
+            if hidden:
+                mask = batch.get("attention_mask")
+                if mask is None:
+                    mask = torch.ones(batch["input_ids"].shape, dtype=torch.long)
+                matched = hidden_loss(
+                    out.hidden_states, target.hidden_states, self.project, mask, step.hidden_loss
+                )
+                loss = loss + step.hidden_weight * matched
+            return SimpleNamespace(loss=loss, logits=out.logits)
 
     return Pair()
+
+
+def check_teacher(run: StepRun, teacher: Any, info: Any) -> None:
+    """Refuse teachers whose outputs the loss cannot read, before any training."""
+    from lmforge.tasks.crf import CrfTagger
+
+    if getattr(info, "multi_label", False):
+        raise run.fail("method", "distillation supports single-label classification only")
+    if isinstance(teacher, CrfTagger):
+        raise run.fail(
+            "method",
+            "the teacher tags with a CRF (finetune.head: crf), whose sequence scores are not "
+            "per-token distributions to distil; distil a softmax-head tagger",
+        )
 
 
 def run_distill(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
@@ -107,18 +234,15 @@ def run_distill(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
 
     step = run.step
     teacher, processor, task, info = load_compressed(run.source.path)
-    if getattr(info, "multi_label", False):
-        raise run.fail("method", "distillation supports single-label classification only")
+    check_teacher(run, teacher, info)
     teacher = teacher.float().eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     if step.student == "every-other-layer":
-        if not hasattr(getattr(teacher.base_model, "encoder", None), "layer"):
-            raise run.fail(
-                "student",
-                f"every-other-layer needs a BERT-style encoder, not {type(teacher).__name__}",
-            )
-        student = every_other_layer(teacher)
+        try:
+            student = every_other_layer(teacher)
+        except ValueError as e:
+            raise run.fail("student", str(e)) from None
     else:
         if step.student not in task.presets:
             raise run.fail(
@@ -137,8 +261,9 @@ def run_distill(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
             "be smaller (pick a smaller preset)",
         )
     train, val = run.train_data()
+    causal = task.peft_task == "CAUSAL_LM"
     history = fit(
-        _pair(student, teacher, step.temperature, step.alpha),
+        _pair(student, teacher, step, causal),
         train,
         val,
         epochs=step.epochs,
@@ -155,6 +280,7 @@ def run_distill(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
         run.location,
         method="distill",
         student=step.student,
+        hidden_weight=step.hidden_weight,
     )
     facts = {
         "teacher_params": n_teacher,

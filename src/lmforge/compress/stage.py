@@ -246,11 +246,13 @@ def _check(recipe: Any) -> None:
         from lmforge.finetune.stage import check_saved_model
 
         check_saved_model(recipe, "compress.model")
+    from lmforge.compress.distill import TASKS as DISTILL_TASKS
+
     for i, step in enumerate(recipe.compress.steps):
-        if step.method == "distill" and recipe.finetune.task != "classification":
+        if step.method == "distill" and recipe.finetune.task not in DISTILL_TASKS:
             raise ValueError(
                 f"compress.steps.{i} (distill).method: distillation supports the "
-                f"classification task, not {recipe.finetune.task!r}"
+                f"{', '.join(DISTILL_TASKS)} tasks, not {recipe.finetune.task!r}"
             )
 
 
