@@ -91,3 +91,58 @@ def test_concurrent_http_requests_share_forward_passes(cls_server):
         after = count()
     batches, items = after[0] - before[0], after[1] - before[1]
     assert items == 32 and batches < 32  # some requests shared a forward pass
+
+
+class FakeRequest:
+    """What ``Server.bounded`` reads of a request: ASGI receive(), which blocks until the
+    client goes (``gone`` set) as uvicorn's does once the body is read."""
+
+    def __init__(self) -> None:
+        self.gone = asyncio.Event()
+
+    async def receive(self) -> dict:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+
+def bounded(request: FakeRequest, work, timeout_s: float = 30.0):
+    from types import SimpleNamespace
+
+    from lmforge.serve.app import Server
+
+    server = SimpleNamespace(limits=SimpleNamespace(timeout_s=timeout_s))
+    return Server.bounded(server, request, work)
+
+
+def test_a_client_that_leaves_cancels_its_work_at_once():
+    from lmforge.serve.guard import ClientGone
+
+    async def main():
+        request, never = FakeRequest(), asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.01, request.gone.set)
+        try:
+            await bounded(request, never)
+        except ClientGone:
+            return never.cancelled()
+        raise AssertionError("no ClientGone")
+
+    assert asyncio.run(main())  # its queued items are dropped (the batcher skips them)
+
+
+def test_bounded_work_returns_its_result_or_times_out_with_504():
+    from lmforge.serve.guard import ApiError
+
+    async def answer():
+        await asyncio.sleep(0.01)
+        return 42
+
+    async def main():
+        result = await bounded(FakeRequest(), answer())
+        never = asyncio.get_running_loop().create_future()
+        try:
+            await bounded(FakeRequest(), never, timeout_s=0.05)
+        except ApiError as e:
+            return result, e.status, never.cancelled()
+        raise AssertionError("no timeout")
+
+    assert asyncio.run(main()) == (42, 504, True)
