@@ -10,6 +10,8 @@ manifest (``lmforge.json``: task, label space, columns, max length), plus its we
 - ``torch-int8``: ``model_int8.pt``, the state dict of ``torch.ao.quantization.quantize_dynamic``
   applied to the model ``config.json`` describes (see ``load_torch_int8``: four lines of plain
   torch + transformers).
+- ``weight-only``: ``model_weight_only.safetensors``, Linear weights as int8 or packed int4
+  with their scales, dequantized at load (see ``compress.weightonly``);
 
 The manifest's ``settings["format"]`` says which (absent: transformers), so a server reading
 ``lmforge.json`` knows how to run the directory.
@@ -26,7 +28,7 @@ from typing import Any, Literal
 from lmforge.core.errors import LmforgeError
 from lmforge.core.manifest import Manifest, write_manifest
 
-Format = Literal["transformers", "onnx", "torch-int8", "gguf"]
+Format = Literal["transformers", "onnx", "torch-int8", "weight-only", "gguf"]
 ONNX_FILE = "model.onnx"
 TORCH_INT8_FILE = "model_int8.pt"
 
@@ -170,6 +172,11 @@ def load_compressed(path: Path, threads: int | None = None) -> tuple[Any, Any, A
     processor = files.task.load_processor(path)
     if art.format == "onnx":
         return OnnxModel(path / ONNX_FILE, threads), processor, files.task, files.info
+    if art.format == "weight-only":
+        from lmforge.compress.weightonly import load_weight_only
+
+        model = load_weight_only(path, task_head_class(files.task.name))
+        return model, processor, files.task, files.info
     return (
         load_torch_int8(path, files.task, files.info),
         processor,

@@ -108,10 +108,15 @@ class QuantizeStep(StepBase):
     """Lower-precision weights for CPU inference."""
 
     method: Literal["quantize"]
-    scheme: Literal["int8-dynamic", "bf16", "fp16"] = Field(
+    scheme: Literal["int8-dynamic", "int8-weight", "int4-weight", "bf16", "fp16"] = Field(
         "int8-dynamic",
         description="'int8-dynamic': int8 weights, activations quantized per batch at run time; "
-        "'bf16'/'fp16': half-precision weights (plain transformers).",
+        "'int8-weight'/'int4-weight': weight-only, the Linear weights stored as int8 (a scale "
+        "per output row) or packed int4 (a scale per group_size inputs) in safetensors, "
+        "dequantized to fp32 at load; 'bf16'/'fp16': half-precision weights.",
+    )
+    group_size: PositiveInt = Field(
+        32, description="int4-weight: input columns sharing one scale (divides in_features)."
     )
     engine: Literal["onnxruntime", "torch"] = Field(
         "onnxruntime",

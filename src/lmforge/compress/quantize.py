@@ -1,5 +1,6 @@
 """``quantize``: dynamic int8 of Linear layers (ONNX Runtime's quantizer or torch.ao's
-``quantize_dynamic``) and bf16/fp16 weights.
+``quantize_dynamic``), weight-only int8/int4 storage (``compress.weightonly``) and bf16/fp16
+weights.
 
 Dynamic int8 stores weights as int8 and quantizes activations per batch at run time: no
 calibration data. The kernels that run: ONNX Runtime's ``MatMulInteger`` (counted in the
@@ -134,8 +135,48 @@ def _half(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     return art, {"dtype": str(dtype).removeprefix("torch.")}
 
 
+def _weight_only(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
+    from lmforge.compress.weightonly import WEIGHT_ONLY_FILE, save_weight_only
+
+    step = run.step
+    bits = 8 if step.scheme == "int8-weight" else 4
+    if step.modules != ["Linear"]:
+        raise run.fail("modules", f"{step.scheme} quantizes Linear layers only")
+    model, processor, _, _ = load_compressed(run.source.path)
+    try:
+        facts = save_weight_only(model.float(), run.out / WEIGHT_ONLY_FILE, bits, step.group_size)
+    except ValueError as e:
+        raise run.fail("group_size", f"{e}; pick a group_size that divides them") from None
+    if facts["quantized_linears"] == 0:
+        raise run.fail("modules", "the model has no Linear layers to quantize")
+    processor.save_pretrained(run.out)
+    model.config.save_pretrained(run.out)
+    settings: dict[str, Any] = {"bits": bits}
+    if bits == 4:
+        settings["group_size"] = step.group_size
+    art = save_compressed(
+        run.out,
+        run.source,
+        "weight-only",
+        run.location,
+        method="quantize",
+        scheme=step.scheme,
+        file=WEIGHT_ONLY_FILE,
+        **settings,
+    )
+    kernel = "fp32 matmul (weights dequantized once at load; the saving is on disk)"
+    return art, {**facts, "bits": bits, "kernel": kernel}
+
+
 def run_quantize(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     step = run.step
+    if step.scheme in ("int8-weight", "int4-weight"):
+        if run.source.format != "transformers":
+            raise run.fail(
+                "scheme",
+                f"{step.scheme} needs a transformers model, not {run.source.format}",
+            )
+        return _weight_only(run)
     if step.scheme != "int8-dynamic":
         if run.source.format != "transformers":
             raise run.fail(

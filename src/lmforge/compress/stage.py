@@ -61,6 +61,8 @@ def _output_format(step: Any, fmt: str) -> str:
         return step.format
     if step.method == "quantize" and step.scheme == "int8-dynamic":
         return "onnx" if step.engine == "onnxruntime" else "torch-int8"
+    if step.method == "quantize" and step.scheme in ("int8-weight", "int4-weight"):
+        return "weight-only"
     return fmt
 
 

@@ -154,7 +154,7 @@ def load_served(
             f"{directory} is a GGUF file for llama.cpp-style runtimes, which lmforge serve does "
             "not run; serve the transformers directory it was converted from"
         )
-    if fmt in ("onnx", "torch-int8"):  # a compress step's artefact: compress's own loader
+    if fmt in ("onnx", "torch-int8", "weight-only"):  # a compress step's artefact: its loader
         from lmforge.compress.artifact import load_compressed
 
         model, processor, _, info = load_compressed(directory)
