@@ -145,6 +145,25 @@ def test_llama_gguf_q8_0(tmp_path, en_texts):
     assert facts["rel_diff"] <= 3e-2 and facts["top1_agreement"] >= 0.9
 
 
+def test_load_compressed_reads_an_instruction_models_gguf(tmp_path, en_texts):
+    """An instruction fine-tune's GGUF artefact loads through load_compressed (dequantized)
+    like the other compress formats (the old code sent it to the torch int8 loader)."""
+    import torch
+
+    from lmforge.compress.artifact import load_compressed
+
+    source = tiny_gpt2_dir(tmp_path / "src", en_texts[:40])
+    write_manifest(source, Manifest(kind="full", task="instruction", max_length=64))
+    art, _ = export(source, tmp_path, gguf_type="q8_0")
+    model, tokenizer, task, _ = load_compressed(art.path)
+    ref = load_compressed(source)[0]
+    ids = tokenizer("the government said", return_tensors="pt").input_ids
+    with torch.no_grad():
+        want, got = ref(input_ids=ids).logits, model(input_ids=ids).logits
+    assert task.name == "instruction" and type(model).__name__ == "GPT2LMHeadModel"
+    assert 0 < (want - got).abs().max() <= 3e-2 * want.abs().max()
+
+
 def test_gguf_refuses_what_it_cannot_write(tmp_path, en_texts):
     from helpers import local_encoder
 

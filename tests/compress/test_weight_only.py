@@ -163,3 +163,18 @@ def test_weight_only_is_a_terminal_format():
     )
     with pytest.raises(LmforgeError, match=r"steps\.1 \(export\)\.input: .* weight-only"):
         check_steps(cfg, "classification", "transformers")
+
+
+def test_serve_loads_a_weight_only_artefact(trained, tmp_path):
+    """lmforge serve's loader takes the directory as it is (fails on the old code: it looked
+    for model.safetensors)."""
+    import torch
+
+    from lmforge.serve.loader import load_served
+
+    source, (batch, _) = trained
+    art, _ = quantize(source, tmp_path / "q", scheme="int8-weight")
+    served = load_served(art.path)
+    assert served.task == "classification" and "weight-only" in served.kind
+    want = logits(load_compressed(art.path)[0], batch)
+    assert torch.equal(logits(served.model, batch), want)

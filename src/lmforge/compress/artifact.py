@@ -12,6 +12,7 @@ manifest (``lmforge.json``: task, label space, columns, max length), plus its we
   torch + transformers).
 - ``weight-only``: ``model_weight_only.safetensors``, Linear weights as int8 or packed int4
   with their scales, dequantized at load (see ``compress.weightonly``);
+- ``gguf``: ``model.gguf`` (a causal LM; llama.cpp's format): transformers dequantizes it.
 
 The manifest's ``settings["format"]`` says which (absent: transformers), so a server reading
 ``lmforge.json`` knows how to run the directory.
@@ -138,6 +139,20 @@ def _int8_modules(path: Path) -> list[str]:
     return history[-1].get("modules", ["Linear"]) if history else ["Linear"]
 
 
+def _load_gguf(path: Path) -> Any:
+    """A GGUF causal LM dequantized to fp32 by transformers (config.json beside it: its GGUF
+    config mapping for GPT-2 loses the context length and MLP width)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lmforge.compress.gguf import GGUF_FILE
+
+    config = AutoConfig.from_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(
+        path, gguf_file=GGUF_FILE, config=config, dtype=torch.float32
+    ).eval()
+
+
 def task_head_class(task: str) -> Any:
     """The transformers auto class of a task's head (what ``from_config`` builds)."""
     import transformers
@@ -177,6 +192,8 @@ def load_compressed(path: Path, threads: int | None = None) -> tuple[Any, Any, A
 
         model = load_weight_only(path, task_head_class(files.task.name))
         return model, processor, files.task, files.info
+    if art.format == "gguf":
+        return _load_gguf(path), processor, files.task, files.info
     return (
         load_torch_int8(path, files.task, files.info),
         processor,
