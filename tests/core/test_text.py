@@ -20,3 +20,19 @@ def test_a_corpus_is_mostly_cjk_by_its_letters():
     assert mostly_cjk(["这部电影很好看", "服务很差", "ok"])
     assert not mostly_cjk(["The film was great", "好"])
     assert not mostly_cjk([]) and not mostly_cjk(["123", "!!"])
+
+
+def test_sentence_spans_english_abbreviations_and_chinese():
+    from lmforge.core.text import sentence_spans
+
+    text = (
+        "Forests (e.g. Siberia) cool. Mr. Smith met J. R. R. Tolkien.\n今天很好。我们走吧！好吗？"
+    )
+    assert [text[s:e] for s, e in sentence_spans(text)] == [
+        "Forests (e.g. Siberia) cool.",
+        "Mr. Smith met J. R. R. Tolkien.",
+        "今天很好。",
+        "我们走吧！",
+        "好吗？",
+    ]
+    assert sentence_spans("  \n ") == [] and sentence_spans("3.5 left") == [(0, 8)]

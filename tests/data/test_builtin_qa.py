@@ -2,13 +2,13 @@
 
 import pytest
 
+from lmforge.core.text import sentence_spans
 from lmforge.data.builtin import DATASETS, load_builtin
 from lmforge.data.builtin_qa import (
     MAX_CONTEXT_CHARS,
     WH_WORDS,
     contexts_of,
     questions_in,
-    split_sentences,
 )
 from lmforge.data.config import DataConfig
 from lmforge.data.document import Document
@@ -29,7 +29,7 @@ def test_answers_are_real_spans_at_answer_start_and_questions_ask(sample):
         assert d.question.endswith("?") and any(w in q for w in WH_WORDS), d.question
         assert d.label.lower() not in q  # the question never gives the answer away
         assert d.meta["source"] == "wiki-qa" and d.meta["title"]
-        assert len(d.text) <= MAX_CONTEXT_CHARS or len(split_sentences(d.text)) == 1
+        assert len(d.text) <= MAX_CONTEXT_CHARS or len(sentence_spans(d.text)) == 1
     assert len({d.meta["id"] for d in sample}) == len(sample)
     assert len({d.text for d in sample}) < len(sample)  # several questions share a context
     kinds = {w for d in sample for w in ("when", "how many", "who", "what") if w in d.question}
@@ -89,7 +89,7 @@ def test_names_at_the_sentence_start_or_after_a_number_are_not_answers():
 
 def test_sentences_do_not_end_at_initials_or_abbreviations():
     text = "J. R. R. Tolkien wrote it, e.g. in 1937. Mr. Smith came later. It ended."
-    assert [text[s:e] for s, e in split_sentences(text)] == [
+    assert [text[s:e] for s, e in sentence_spans(text)] == [
         "J. R. R. Tolkien wrote it, e.g. in 1937.",
         "Mr. Smith came later.",
         "It ended.",

@@ -43,3 +43,42 @@ def mostly_cjk(texts: list[str]) -> bool:
     sample = texts[:MOSTLY_CJK_SAMPLE]
     letters = sum(count_chars(LETTER_RUN, t) for t in sample)
     return letters > 0 and 2 * sum(count_chars(CJK_RUN, t) for t in sample) >= letters
+
+
+# ---------------------------------------------------------------- sentences
+
+_OPENERS = "\"'(“‘["
+_SENTENCE_END = re.compile(
+    r"[.!?][\"'”’)\]]*\s+(?=[\"'(\[“‘]?[A-Z0-9])"  # English: then a capital or a digit
+    r"|[。！？；…]+[\"'”’」』）)\]]*\s*"  # Chinese: no space after it
+    r"|\s*\n\s*"  # a line break
+)
+_ABBREVIATIONS = {
+    "mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "e.g", "i.e", "etc", "c", "ca", "no",
+    "vol", "fig", "inc", "ltd", "co", "gen", "col", "lt", "sgt", "rev", "prof", "mt", "approx",
+    "al", "u.s", "cf", "pp", "ed", "eds", "jan", "feb", "aug", "sept", "oct", "nov", "dec",
+}  # fmt: skip
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) character spans of the sentences of an English or Chinese ``text``,
+    surrounding whitespace excluded.
+
+    A sentence ends at ``.!?`` followed by space and a capital or digit (so "3.5",
+    "e.g. the" and "Mr. Smith", initials like "J. R. R. Tolkien" and the usual abbreviations
+    do not end one), at Chinese ``。！？；…`` (no space follows them), or at a line break.
+    """
+    spans, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        if text[m.start()] == ".":
+            word = text[max(start, m.start() - 12) : m.start()].rsplit(None, 1)[-1:]
+            prev = word[0].lstrip(_OPENERS).lower() if word else ""
+            if len(prev) == 1 or prev in _ABBREVIATIONS:
+                continue
+        end = m.start() + len(m.group().rstrip())
+        if text[start:end].strip():
+            spans.append((start, end))
+        start = m.end()
+    if text[start:].strip():
+        spans.append((start, len(text.rstrip())))
+    return spans

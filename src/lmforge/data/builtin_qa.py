@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 
+from lmforge.core.text import sentence_spans
 from lmforge.data.builtin import DATASETS, BuiltinDataset, load_builtin
 from lmforge.data.document import Document
 
@@ -123,12 +124,6 @@ _OPENERS = {
 _LEADING = "\"'(“‘["
 _TRAILING = "\"'),.;:!?”’]"
 
-_SENTENCE_END = re.compile(r"[.!?][\"')\]”’]*\s+(?=[\"'(\[“‘]?[A-Z0-9])")
-_ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "e.g", "i.e", "etc", "c", "ca", "no",
-    "vol", "fig", "inc", "ltd", "co", "gen", "col", "lt", "sgt", "rev", "prof", "mt", "approx",
-    "al", "u.s", "cf", "pp", "ed", "eds", "jan", "feb", "aug", "sept", "oct", "nov", "dec",
-}  # fmt: skip
 _FINAL_PUNCTUATION = re.compile(r"[\s.!?;:]+([\"')”’]*)$")  # '...(1999)."' -> '...(1999)"'
 _RESIDUE = re.compile(r"[|{}=\[\]<>]|https?:|\s{2,}|\s[,.;:]")
 
@@ -143,22 +138,6 @@ class Candidate:
     kind: str  # "date", "number", "person", "entity": what the type balancing counts
     replace_start: int
     replace_end: int
-
-
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) character spans of the sentences of ``text``."""
-    spans, start = [], 0
-    for m in _SENTENCE_END.finditer(text):
-        word = text[max(start, m.start() - 12) : m.start()].rsplit(None, 1)[-1:]
-        prev = word[0].lstrip(_LEADING).lower() if word else ""
-        if text[m.start()] == "." and (len(prev) == 1 or prev in _ABBREVIATIONS):
-            continue  # initials ("J. R. R. Tolkien") and abbreviations do not end a sentence
-        end = m.end() - (len(m.group()) - len(m.group().rstrip()))
-        spans.append((start, end))
-        start = m.end()
-    if text[start:].strip():
-        spans.append((start, len(text.rstrip())))
-    return spans
 
 
 def contexts_of(article: str) -> list[str]:
@@ -178,7 +157,7 @@ def contexts_of(article: str) -> list[str]:
         # pieces of about equal length, each at most MAX_CONTEXT_CHARS (unless one sentence is)
         target = len(para) / math.ceil(len(para) / MAX_CONTEXT_CHARS)
         pieces, piece = [], ""
-        for s, e in split_sentences(para):
+        for s, e in sentence_spans(para):
             sentence = para[s:e]
             if piece and len(piece) + 1 + len(sentence) > MAX_CONTEXT_CHARS:
                 pieces.append(piece)
@@ -343,7 +322,7 @@ def qa_pairs(articles: list[Document]) -> Iterator[Document]:
         title = article.meta.get("title", "")
         for c, context in enumerate(contexts_of(article.text)):
             per_sentence = []
-            for s, e in split_sentences(context):
+            for s, e in sentence_spans(context):
                 if _sentence_ok(context[s:e]) and (found := questions_in(context[s:e])):
                     per_sentence.append((s, found))
             for q, i in enumerate(_spread(len(per_sentence), QUESTIONS_PER_CONTEXT)):

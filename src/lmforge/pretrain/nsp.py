@@ -8,26 +8,19 @@ the labels ``BertForPreTraining`` expects. Pairs are built once, from a seed.
 from __future__ import annotations
 
 import random
-import re
 
 import torch
 
 from lmforge.core.errors import DataError
+from lmforge.core.text import sentence_spans
+
 
 # A sentence ends at . ! ? before whitespace (English; "Mr. Smith" splits too, a price we
 # accept), at Chinese 。！？；… (no space follows them), or at a newline. Closing quotes and
 # brackets stay with their sentence.
-_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)|[。！？；…]+[\"'”’」』）)]*|\n+")
-
-
 def split_sentences(text: str) -> list[str]:
-    """Sentences of an English or Chinese text, stripped, empty ones dropped."""
-    sentences, start = [], 0
-    for m in _SENTENCE_END.finditer(text):
-        sentences.append(text[start : m.end()].strip())
-        start = m.end()
-    sentences.append(text[start:].strip())
-    return [s for s in sentences if s]
+    """Sentences of an English or Chinese text (``core.text.sentence_spans``), stripped."""
+    return [text[s:e].strip() for s, e in sentence_spans(text)]
 
 
 def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Random) -> None:

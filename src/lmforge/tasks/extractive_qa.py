@@ -338,7 +338,7 @@ def sliding_window_answer(context: str, question: str) -> str:
     (IC-weighted matches of question + candidate words in a window of that many words)
     minus their distance-based term (words to the nearest question word, normalised).
     """
-    from lmforge.data.builtin_qa import split_sentences
+    from lmforge.core.text import sentence_spans
 
     words = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(context)]
     if not words:
@@ -358,7 +358,7 @@ def sliding_window_answer(context: str, question: str) -> str:
     typed = [c for c in spans if _type_of(context[c[0] : c[1]]) == wanted] or spans
     if not typed:
         return ""
-    sentences = split_sentences(context)
+    sentences = sentence_spans(context)
     q_positions = [k for k, (_, _, w) in enumerate(words) if w in q_set]
 
     def overlap(start: int, end: int) -> int:
