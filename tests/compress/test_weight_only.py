@@ -178,3 +178,25 @@ def test_serve_loads_a_weight_only_artefact(trained, tmp_path):
     assert served.task == "classification" and "weight-only" in served.kind
     want = logits(load_compressed(art.path)[0], batch)
     assert torch.equal(logits(served.model, batch), want)
+
+
+def test_a_tied_output_layer_stays_tied_and_is_stored_once(tmp_path):
+    """GPT-2's output layer is its embedding: it is not quantized, stored once, tied on load."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+    from lmforge.compress.weightonly import load_weight_only, save_weight_only
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=300, n_layer=1, n_head=2, n_embd=32, n_positions=32)
+    model = GPT2LMHeadModel(config).eval()
+    config.save_pretrained(tmp_path)
+    facts = save_weight_only(model, tmp_path / WEIGHT_ONLY_FILE, 8, 32)
+    assert facts["quantized_linears"] == 0  # GPT-2's Conv1D layers are no nn.Linear
+    with safe_open(tmp_path / WEIGHT_ONLY_FILE, "pt") as f:
+        assert "transformer.wte.weight" in f.keys() and "lm_head.weight" not in f.keys()  # noqa: SIM118
+    back = load_weight_only(tmp_path, AutoModelForCausalLM)
+    assert back.lm_head.weight.data_ptr() == back.transformer.wte.weight.data_ptr()
+    ids = torch.tensor([[5, 6, 7]])
+    assert torch.equal(back(input_ids=ids).logits, model(input_ids=ids).logits)

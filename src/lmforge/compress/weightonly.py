@@ -92,7 +92,12 @@ def save_weight_only(model: Any, path: Path, bits: int, group_size: int) -> dict
     from safetensors.torch import save_file
 
     linears = quantizable_linears(model)
-    tensors = {k: v.detach().float().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors, stored_at = {}, {}
+    for key, value in model.state_dict().items():
+        if value.data_ptr() in stored_at:  # a tied copy (output layer = embedding): once
+            continue
+        stored_at[value.data_ptr()] = key
+        tensors[key] = value.detach().float().contiguous().clone()
     stored = fp32 = 0
     worst = 0.0
     for name, module in linears.items():
@@ -134,6 +139,20 @@ def load_weight_only(path: Path, head: Any) -> Any:
     transformers auto class ``head``, its weights dequantized to fp32."""
     from transformers import AutoConfig
 
+    from lmforge.core.errors import LmforgeError
+
     model = head.from_config(AutoConfig.from_pretrained(path))
-    model.load_state_dict(dequantize_state(Path(path) / WEIGHT_ONLY_FILE), strict=True)
+    result = model.load_state_dict(dequantize_state(Path(path) / WEIGHT_ONLY_FILE), strict=False)
+    seen: set[int] = set()
+    tied = set()  # keys sharing storage with an earlier one: saved once, filled by that one
+    for key, value in model.state_dict().items():
+        if value.data_ptr() in seen:
+            tied.add(key)
+        seen.add(value.data_ptr())
+    if result.unexpected_keys or set(result.missing_keys) - tied:
+        raise LmforgeError(
+            f"{path}: {WEIGHT_ONLY_FILE} does not match config.json (missing "
+            f"{sorted(set(result.missing_keys) - tied)[:3]}, unexpected "
+            f"{result.unexpected_keys[:3]}); re-run the quantize step"
+        )
     return model.eval()
