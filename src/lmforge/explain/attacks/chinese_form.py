@@ -91,16 +91,28 @@ def glyph_similarity(a: str, b: str) -> float:
     return float(x[index[a]] @ x[index[b]])
 
 
-def look_alikes(char: str) -> list[tuple[str, float]]:
-    """Candidates whose glyph correlates with ``char``'s at ``LOOK_ALIKE`` or more, most alike
-    first (empty for a character outside the candidate list)."""
-    chars, index, x = glyph_table()
-    row = index.get(char)
-    if row is None:
-        return []
-    sims = x @ x[row]
-    order = (-sims).argsort(kind="stable")
-    return [(chars[j], float(sims[j])) for j in order if j != row and sims[j] >= LOOK_ALIKE]
+@functools.cache
+def look_alike_table() -> dict[str, tuple[tuple[str, float], ...]]:
+    """Every candidate's look-alikes (correlation >= ``LOOK_ALIKE``), most alike first.
+
+    One blocked (N, N) product, about a second; a matrix-vector product per character cost
+    60 ms each on a busy machine (BLAS threads contending), more than the whole table.
+    """
+    chars, _, x = glyph_table()
+    table = {}
+    for start in range(0, len(chars), 512):
+        sims = x[start : start + 512] @ x.T  # (B, N)
+        for r, row in enumerate(sims):
+            hits = [j for j in (row >= LOOK_ALIKE).nonzero()[0].tolist() if j != start + r]
+            hits.sort(key=lambda j: (-row[j], j))
+            table[chars[start + r]] = tuple((chars[j], float(row[j])) for j in hits)
+    return table
+
+
+def look_alikes(char: str) -> tuple[tuple[str, float], ...]:
+    """``char``'s look-alikes with their correlation, most alike first (empty for a character
+    outside the candidate list)."""
+    return look_alike_table().get(char, ())
 
 
 def near_forms(char: str, rng: random.Random, n: int) -> list[str]:
