@@ -591,6 +591,13 @@ def serve(
     trust_remote_code: Annotated[
         bool, typer.Option("--trust-remote-code", help="Run the model directory's own code.")
     ] = False,
+    uncompressed: Annotated[
+        bool,
+        typer.Option(
+            "--uncompressed",
+            help="Serve a run's fine-tuned model, not the compress artefact chosen for it.",
+        ),
+    ] = False,
 ) -> None:
     """Serve a model over HTTP: task routes, OpenAI-compatible generation, feedback."""
     from lmforge.serve.app import Limits, Settings
@@ -609,6 +616,7 @@ def serve(
         task=task,
         feedback_db=feedback_db,
         trust_remote_code=trust_remote_code,
+        uncompressed=uncompressed,
     )
 
 

@@ -196,10 +196,11 @@ def improve(root: Path, feedback_db: Path | None = None) -> dict[str, Any]:
 
 
 def _served_dir(root: Path) -> Path:
-    """The model ``lmforge serve`` serves for this run (what the corrections were about)."""
+    """The fine-tuned model ``lmforge serve`` serves for this run, uncompressed: the one the
+    new fine-tune replaces, scored the same way before and after."""
     from lmforge.serve.loader import pick_artifact
 
-    return pick_artifact(root)[0]
+    return pick_artifact(root, uncompressed=True)[0]
 
 
 def _main_metric(task: str) -> str:

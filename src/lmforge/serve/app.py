@@ -265,13 +265,17 @@ def build_app(sm: ServedModel, settings: Settings, store_path: Path) -> Any:
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": sm.name, "task": sm.task}
+        return {
+            "status": "ok", "model": sm.name, "task": sm.task, "artifact": sm.artifact,
+            "format": sm.format,
+        }  # fmt: skip
 
     @app.get("/v1/models")
     async def models() -> dict:
         card = {
             "id": sm.name, "object": "model", "created": server.created, "owned_by": "lmforge",
             "task": sm.task, "kind": sm.kind, "labels": sm.labels or None,
+            "artifact": sm.artifact, "format": sm.format,
         }  # fmt: skip
         return {"object": "list", "data": [card]}
 

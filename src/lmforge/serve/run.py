@@ -53,18 +53,22 @@ def serve(
     feedback_db: Path | None = None,
     graceful_s: float = 30.0,
     trust_remote_code: bool = False,
+    uncompressed: bool = False,
 ) -> None:
     """Serve ``target`` (a run or a model directory) until interrupted.
 
     SIGTERM/SIGINT: stop accepting connections, finish the requests in flight (up to
-    ``graceful_s`` seconds), then stop the batchers and close the store.
+    ``graceful_s`` seconds), then stop the batchers and close the store. ``uncompressed``
+    serves a run's fine-tuned model even when its compress stage made a faster artefact.
     """
     import uvicorn
 
     from lmforge.core.log import logger
     from lmforge.serve.app import build_app
 
-    sm = load_served(target, task=task, trust_remote_code=trust_remote_code)
+    sm = load_served(
+        target, task=task, trust_remote_code=trust_remote_code, uncompressed=uncompressed
+    )
     db = store_path(Path(target), sm, feedback_db)
     logger.info("serve: %s", sm.why)
     logger.info("serve: model id %r; feedback store %s", sm.name, db)
