@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lmforge.core.errors import DataError
+from lmforge.tokenizer.canonical import canonical_vocabulary
 from lmforge.tokenizer.config import TokenizerConfig
 
 if TYPE_CHECKING:
@@ -143,6 +144,7 @@ def train_tokenizer(cfg: TokenizerConfig, texts: list[str]) -> Tokenizer:
             f"of the corpus, which a unigram vocabulary must all hold; raise tokenizer.vocab_size "
             f"above {chars + len(cfg.resolved_specials())} or use kind: bpe"
         ) from None
+    tok = canonical_vocabulary(tok)  # the same ids on every run (see tokenizer.canonical)
     if cfg.kind == "wordpiece":
         from tokenizers.processors import TemplateProcessing
 
