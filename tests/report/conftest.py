@@ -37,7 +37,8 @@ def _tokenizer(path: Path) -> None:
 
 
 def write_run(root: Path, lr: float = 3e-3, evaluate_fails: bool = True) -> Path:
-    """A run of data, tokenizer, pretrain, finetune, evaluate (failed) and compress."""
+    """A run of data, tokenizer, pretrain, finetune, evaluate (failed), compress, explain,
+    served (a feedback store) and improved, plus "audit", a stage with no section of its own."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -51,7 +52,8 @@ def write_run(root: Path, lr: float = 3e-3, evaluate_fails: bool = True) -> Path
         "pretrain": {"lr": lr, "max_steps": 30},
         "finetune": {"task": "classification", "method": "lora", "model": {"path": "minilm-l6"}},
         "evaluate": {},
-        "compress": {"method": "int8"},
+        "compress": {"steps": [{"method": "export"}, {"method": "quantize"}]},
+        "explain": {"examples": 2, "attacks": {"methods": ["char", "zh-char"]}},
         "versions": {"lmforge": "0.1.0", "torch": "2.13.0+cpu"},
     }
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True), "utf-8")
@@ -124,9 +126,7 @@ def write_run(root: Path, lr: float = 3e-3, evaluate_fails: bool = True) -> Path
     ft = root / "finetune"
     ft.mkdir()
     _png(ft / "confusion.png", "混淆矩阵")
-    comp = root / "compress"
-    comp.mkdir()
-    _png(comp / "tradeoff.png", "size vs accuracy")
+    later = _later_stages(root)
 
     stages = {
         "data": {"status": "done", "seconds": 1.0, "metrics": {"documents_out": 90}},
@@ -170,14 +170,7 @@ def write_run(root: Path, lr: float = 3e-3, evaluate_fails: bool = True) -> Path
             if evaluate_fails
             else {"status": "done", "seconds": 2.0, "metrics": {"accuracy": 0.74, "size_mb": 9.0}}
         ),
-        "compress": {
-            "status": "done",
-            "seconds": 3.0,
-            "metrics": {
-                "size_ratio": 0.25,
-                "methods": {"int8": {"size_mb": 2.0, "accuracy": 0.74}},
-            },
-        },
+        **later,
     }
     summary = {"name": recipe["name"], "stages": stages}
     (root / "summary.json").write_text(json.dumps(summary, ensure_ascii=False), "utf-8")
@@ -186,6 +179,207 @@ def write_run(root: Path, lr: float = 3e-3, evaluate_fails: bool = True) -> Path
             json.dumps({"stage": "data", "step": None, "name": "documents_out", "value": 90}) + "\n"
         )
     return root
+
+
+# compress/pareto.json as the compress stage writes it (numbers chosen to be recognisable)
+PARETO = {
+    "test_examples": 20,
+    "artefacts": [
+        {
+            "name": "source",
+            "format": "transformers",
+            "accuracy": 0.75,
+            "quality_metric": "accuracy",
+            "quality": 0.75,
+            "params": 22_715_141,
+            "size_mb": 91.586,
+            "latency_ms_p50_b1": 41.234,
+            "latency_ms_p50_b32": 612.5,
+            "peak_rss_mb": 519.7,
+            "path": "finetune",
+            "quality_delta": 0.0,
+            "size_ratio": 1.0,
+            "speedup_b1": 1.0,
+            "speedup_b32": 1.0,
+            "pareto": False,
+        },
+        {
+            "name": "onnx",
+            "format": "onnx",
+            "quality_metric": "accuracy",
+            "quality": 0.75,
+            "params": 22_715_803,
+            "size_mb": 92.49,
+            "latency_ms_p50_b1": 20.617,
+            "latency_ms_p50_b32": 401.0,
+            "peak_rss_mb": 462.7,
+            "step": {"method": "export", "input": "merged", "max_abs_diff": 7.45e-08, "opset": 18},
+            "path": "compress/onnx",
+            "quality_delta": 0.0,
+            "size_ratio": 1.0099,
+            "speedup_b1": 2.0,
+            "speedup_b32": 1.5274,
+            "pareto": False,
+        },
+        {
+            "name": "onnx-int8",
+            "format": "onnx",
+            "quality_metric": "accuracy",
+            "quality": 0.7,
+            "params": 22_715_879,
+            "size_mb": 23.456,
+            "latency_ms_p50_b1": 13.7,
+            "latency_ms_p50_b32": 250.0,
+            "peak_rss_mb": 412.8,
+            "step": {"method": "quantize", "input": "onnx", "int8_matmuls": 38},
+            "path": "compress/onnx-int8",
+            "quality_delta": -0.05,
+            "size_ratio": 0.2561,
+            "speedup_b1": 3.0097,
+            "speedup_b32": 2.45,
+            "pareto": True,
+        },
+    ],
+    "unscored": [],
+}
+TCAV = {
+    "体育": {
+        "target": "正面",
+        "layers": {
+            "layer.0": {
+                "layer": "layer.0",
+                "cav_accuracy": 0.8889,
+                "tcav": 0.375,
+                "tcav_std": 0.125,
+                "random_tcav": 0.75,
+                "p_value": 0.0955,
+                "significant": False,
+            },
+            "layer.5": {
+                "layer": "layer.5",
+                "cav_accuracy": 0.97,
+                "tcav": 0.9,
+                "tcav_std": 0.05,
+                "random_tcav": 0.5,
+                "p_value": 0.0012,
+                "significant": True,
+            },
+        },
+    }
+}
+ATTACKS = {
+    "char": {
+        "examples": 8,
+        "clean_accuracy": 1.0,
+        "accuracy_under_attack": 0.625,
+        "attack_success_rate": 0.375,
+        "mean_share_changed": 0.125,
+        "queries_per_example": 12.5,
+    },
+    "zh-char": {
+        "examples": 8,
+        "clean_accuracy": 1.0,
+        "accuracy_under_attack": 0.5,
+        "attack_success_rate": 0.5,
+        "mean_share_changed": 0.2,
+        "queries_per_example": 9.0,
+    },
+}
+IMPROVE = {
+    "corrections": 7,
+    "skipped": {"no_input": 2, "unknown_label": 0, "other_route": 0},
+    "train_examples": 87,
+    "test_examples": 20,
+    "main_metric": "accuracy",
+    "before": {"accuracy": 0.75, "macro_f1": 0.7},
+    "after": {"accuracy": 0.85, "macro_f1": 0.81},
+    "feedback_db": "serve/feedback.sqlite",
+}
+
+
+def _later_stages(root: Path) -> dict[str, dict]:
+    """compress, explain, serve and improve as those stages leave them; their summary entries."""
+    from lmforge.serve.feedback import FeedbackStore
+
+    comp = root / "compress"
+    comp.mkdir()
+    (comp / "pareto.json").write_text(json.dumps(PARETO), "utf-8")
+    _png(comp / "tradeoff.png", "accuracy vs latency")
+
+    ex = root / "explain"
+    (ex / "attention").mkdir(parents=True)
+    from PIL import Image
+
+    for i in (0, 1):  # heatmaps as explain draws them, here flat colours (no matplotlib: fast)
+        for part, colour in (("layer0", "navy"), ("layer5", "teal"), ("rollout", "gold")):
+            Image.new("RGB", (120, 120), colour).save(ex / "attention" / f"ex{i}_{part}.png")
+    (ex / "attention.html").write_text("<html><script>var x = 1;</script></html>", "utf-8")
+    (ex / "attributions.html").write_text(
+        '<!doctype html><html><head><meta charset="utf-8"></head><body><h1>Attributions</h1>'
+        "<div class=ex><div class=head>explains <b>正面</b></div><div class=toks>"
+        '<span title="+0.4100" style="background:rgba(220,40,40,1.00)">干净</span> '
+        '<span title="-0.1000" style="background:rgba(40,90,220,0.24)">早餐</span>'
+        "</div></div></body></html>",
+        "utf-8",
+    )
+    (ex / "tcav.json").write_text(json.dumps(TCAV, ensure_ascii=False), "utf-8")
+    _png(ex / "tcav.png", "TCAV")
+    with (ex / "attacks.jsonl").open("w", encoding="utf-8") as f:
+        flipped = ZH_REVIEW.replace("干净", "千净")
+        rows = [
+            {"attack": "zh-char", "status": "success", "label": "正面", "original_pred": "正面",
+             "perturbed_pred": "负面", "changed": 1, "units": 28, "queries": 9,
+             "original": ZH_REVIEW, "perturbed": flipped},
+            {"attack": "char", "status": "failed", "label": "正面", "original_pred": "正面",
+             "perturbed_pred": "正面", "changed": 0, "units": 9, "queries": 12,
+             "original": "The hotel was clean.", "perturbed": "The hotel was clean."},
+        ]  # fmt: skip
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    store = FeedbackStore(root / "serve" / "feedback.sqlite", log_inputs=True)
+    try:
+        for i, (rating, correction) in enumerate([(5, None), (2, "负面"), (1, "负面"), (4, None)]):
+            store.log_response(f"r{i}", "finetune/merged", "/v1/classify", [ZH_REVIEW], "正面")
+            store.add_feedback(f"r{i}", rating, correction, "标签错了" if correction else None)
+        store.log_response("r9", "finetune/merged", "/v1/classify", ["x"], "正面")  # unrated
+    finally:
+        store.close()
+
+    imp = root / "improve"
+    imp.mkdir()
+    (imp / "result.json").write_text(json.dumps(IMPROVE), "utf-8")
+    audit = root / "audit"
+    audit.mkdir()
+    _png(audit / "fairness.png", "fairness")
+    explain_metrics = {
+        "examples": 2,
+        "aopc_ig": 0.1234,
+        "aopc_random": 0.0123,
+        "aopc_attention": 0.0456,
+        "ig_max_completeness_error": 0.0031,
+        "attacks": ATTACKS,
+        "tcav": TCAV,
+    }
+    return {
+        "compress": {
+            "status": "done",
+            "seconds": 3.0,
+            "metrics": {
+                p["name"]: {k: p[k] for k in ("quality", "params", "size_mb")}
+                for p in PARETO["artefacts"]
+            }
+            | {"pareto": ["onnx-int8"]},
+            "artifacts": {"pareto": "compress/pareto.json", "onnx": "compress/onnx"},
+        },
+        "explain": {"status": "done", "seconds": 4.0, "metrics": explain_metrics},
+        "improve": {"status": "done", "seconds": 5.0, "metrics": IMPROVE},
+        "audit": {
+            "status": "done",
+            "seconds": 0.5,
+            "metrics": {"size_ratio": 0.25, "methods": {"int8": {"size_mb": 2.0}}},
+        },
+    }
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ def test_report_in_headless_chromium(tmp_path):
             assert problems == []
             # self-contained: the page itself is the only thing loaded (data: URIs aside)
             assert [u for u in requests if not u.startswith("data:")] == [page_file.as_uri()]
-            for stage in ["overview", *ran, "cost"]:
+            for stage in ["overview", *ran, "serve", "cost"]:
                 section = page.locator(f"#section-{stage}")
                 assert section.count() == 1, stage
                 section.scroll_into_view_if_needed()
@@ -76,6 +76,12 @@ def test_report_in_headless_chromium(tmp_path):
             assert page.get_by_text("正面").first.is_visible()  # Chinese labels as text
             box = page.locator("#section-pretrain svg.plot").first.bounding_box()
             assert box and box["width"] > 200 and box["height"] > 100
+            # explain: the attention heatmaps of its subfolder, and the attributions page in a
+            # sandboxed frame that renders (Chinese tokens included) without reaching this page
+            assert page.locator("#section-explain img").count() >= 7
+            frame = page.frame_locator("#section-explain iframe")
+            assert frame.get_by_text("干净").is_visible()
+            assert page.locator("#section-compress table").first.is_visible()
             images_ok = page.evaluate(
                 "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
             )

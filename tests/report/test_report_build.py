@@ -40,6 +40,10 @@ def test_every_stage_gets_its_section_and_the_page_is_self_contained(fake_run):
         "finetune",
         "evaluate",
         "compress",
+        "explain",
+        "serve",
+        "improve",
+        "audit",
         "cost",
     ]
     # nothing fetched from elsewhere: no external scripts, styles, images or fonts
@@ -80,9 +84,9 @@ def test_a_failed_stage_says_so_and_the_page_still_renders(page):
 
 
 def test_an_unknown_stage_is_drawn_generically(page):
-    compress = sections_of(page)["compress"]
-    assert "size ratio" in compress and "int8" in compress
-    assert "compress/tradeoff.png" in compress and "data:image/png;base64," in compress
+    audit = sections_of(page)["audit"]
+    assert "size ratio" in audit and "int8" in audit
+    assert "audit/fairness.png" in audit and "data:image/png;base64," in audit
 
 
 def test_text_from_the_run_is_escaped(page):

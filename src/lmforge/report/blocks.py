@@ -100,7 +100,20 @@ class Tokens:
     tokens: list[str]
 
 
-Block = Tokens | Text | KeyValues | Table | Figure | Examples | Details | Row | Failure | Code
+@dataclass
+class Frame:
+    """A whole HTML page a stage wrote, shown inline in a sandboxed frame (``srcdoc``): no
+    script in it runs and it cannot reach this page, yet the report stays one file."""
+
+    kind: ClassVar[str] = "frame"
+    title: str
+    html: str
+    height: int = 320  # CSS pixels; the frame scrolls
+
+
+Block = (
+    Tokens | Text | KeyValues | Table | Figure | Examples | Details | Row | Failure | Code | Frame
+)
 
 
 @dataclass

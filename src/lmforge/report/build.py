@@ -16,7 +16,7 @@ from lmforge import __version__
 from lmforge.core.atomic import write_text_atomic
 from lmforge.core.log import logger
 from lmforge.report.blocks import Failure, Section, Text
-from lmforge.report.run import RunView
+from lmforge.report.run import RunView, StageView
 
 REPORT_FILE = "report.html"
 
@@ -55,14 +55,28 @@ def build_report(run_dir: Path) -> str:
 
     run = RunView.load(Path(run_dir))
     sections: list[Section] = []
-    for stage in run.stage_names:
-        sections.append(render_stage(run.stage(stage)))
+    for stage in _stages_shown(run):
+        view = run.stage(stage)
+        if stage == "serve" and not view.entry:  # served: the store is what it recorded
+            view = StageView("serve", run, {"status": "done"})
+        sections.append(render_stage(view))
     cost = _safely("cost", lambda: cost_section(run))
     overview = overview_section(run)  # last: it lists problems found while drawing the rest
     sections = [overview, *sections, *([cost] if cost else [])]
     return render_page(
         "report.html.j2", run_name=run.name, outcome=overview.subtitle, sections=sections
     )
+
+
+def _stages_shown(run: RunView) -> list[str]:
+    """The run's stages, and ``serve`` before ``improve`` when the run was served: serving is
+    a command, not a recipe stage, and leaves only its feedback store in the run."""
+    from lmforge.report.sections.serve import has_store
+
+    names = list(run.stage_names)
+    if "serve" not in names and has_store(run.root):
+        names.insert(names.index("improve") if "improve" in names else len(names), "serve")
+    return names
 
 
 def _safely(name: str, make: Any) -> Section | None:

@@ -134,8 +134,12 @@ def funnel_chart(
     return Figure(caption=caption, svg=svg(draw, (5.0, 0.36 * len(steps) + 1.3)))
 
 
-def image(path: Path, caption: str) -> Figure | None:
-    """A saved plot inlined (PNG/JPEG as base64 data: URI, SVG as markup); None if unreadable."""
+def image(path: Path, caption: str, max_width: int | None = None) -> Figure | None:
+    """A saved plot inlined (PNG/JPEG as base64 data: URI, SVG as markup); None if unreadable.
+
+    ``max_width``: a wider PNG is scaled down to it first (a 128-token attention heatmap is
+    ~2,000 px wide and shown at ~600: full size would make the page megabytes heavier).
+    """
     kind = IMAGE_TYPES.get(path.suffix.lower())
     if kind is None:
         return None
@@ -143,5 +147,27 @@ def image(path: Path, caption: str) -> Figure | None:
         data = path.read_bytes()
     except OSError:
         return None
+    if max_width is not None and kind == "image/png":
+        data = _narrower_png(data, max_width)
     # SVG files go in as images too: an <img> never runs a script the file might hold
     return Figure(caption=caption, src=f"data:{kind};base64,{base64.b64encode(data).decode()}")
+
+
+def _narrower_png(data: bytes, max_width: int) -> bytes:
+    """``data`` scaled to ``max_width`` pixels wide (aspect kept); unchanged if narrower or
+    unreadable."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width <= max_width:
+                return data
+            height = max(1, round(im.height * max_width / im.width))
+            small = im.convert("RGB").resize((max_width, height), Image.Resampling.LANCZOS)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return data
+    out = io.BytesIO()
+    small.save(out, "PNG", optimize=True)
+    return out.getvalue()
