@@ -36,10 +36,14 @@ PREFIXES = ("B-", "I-", "E-", "S-")  # BIO, plus the E-/S- of IOBES (seqeval rea
 
 
 def _rows(docs: list[Document], idx: list[int]) -> str:
-    """``rows [3, 9]`` plus the documents' ids where they have them (file rows, corpus lines)."""
+    """``rows [3, 9]`` of the split, plus the documents' ids where they have them and where
+    those ids count (a file's records from 0, a corpus's lines): ``(ids ['9'] in dev.jsonl)``."""
     ids = [docs[i].meta.get("id") for i in idx[:5]]
+    sources = sorted({str(docs[i].meta["source"]) for i in idx[:5] if docs[i].meta.get("source")})
     shown = f"rows {idx[:5]}" + (" and more" if len(idx) > 5 else "")
-    return shown + (f" (ids {ids})" if all(ids) else "")
+    if not all(ids):
+        return shown
+    return shown + f" (ids {ids}" + (f" in {', '.join(sources)}" if sources else "") + ")"
 
 
 def _check_annotated(docs: list[Document], split: str) -> None:
