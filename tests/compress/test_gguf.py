@@ -105,9 +105,11 @@ def test_gpt2_gguf_reads_back_in_plain_transformers(tmp_path, en_texts, kind):
     reader = gguf.GGUFReader(art.path / "model.gguf")
     assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "gpt2"
     types = {t.name: t.tensor_type.name for t in reader.tensors}
-    # 2-D weights in the chosen type; norms, biases and the position table stay F32
-    assert types["blk.0.attn_qkv.weight"] == types["token_embd.weight"] == ggml
-    assert types["blk.1.ffn_down.weight"] == types["output.weight"] == ggml
+    # 2-D weights in the chosen type (Q4_0 keeps the embedding and output layer at Q8_0);
+    # norms, biases and the position table stay F32
+    assert types["blk.0.attn_qkv.weight"] == types["blk.1.ffn_down.weight"] == ggml
+    outer = "Q8_0" if kind == "q4_0" else ggml
+    assert types["token_embd.weight"] == types["output.weight"] == outer
     assert types["blk.0.attn_norm.bias"] == types["position_embd.weight"] == "F32"
     # plain transformers, no lmforge: config.json beside the file, weights from the GGUF
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -122,16 +124,22 @@ def test_gpt2_gguf_reads_back_in_plain_transformers(tmp_path, en_texts, kind):
     assert facts["rel_diff"] <= bound and facts["max_abs_diff"] > 0 or kind == "f32"
 
 
-def test_quantized_gguf_files_are_smaller(tmp_path, en_texts):
-    """Q8_0 stores 8.5 bits a weight, Q4_0 4.5: the files shrink accordingly (the 1-D tensors
-    and GPT-2's position table stay F32, so not quite 32/8.5 and 32/4.5)."""
+def test_quantized_gguf_stores_fewer_bits(tmp_path, en_texts):
+    """A block weight takes 32 bits a weight in F32, 8.5 in Q8_0, 4.5 in Q4_0 (blocks of 32
+    with an f16 scale), and the files shrink in that order."""
+    import gguf
+
     source = tiny_gpt2_dir(tmp_path / "src", en_texts[:60], n_embd=64, n_inner=256)
-    sizes = {}
+    bits, sizes = {}, {}
     for kind in ("f32", "q8_0", "q4_0"):
         (tmp_path / kind).mkdir()
         art, _ = export(source, tmp_path / kind, gguf_type=kind)
+        reader = gguf.GGUFReader(art.path / "model.gguf")
+        up = next(t for t in reader.tensors if t.name == "blk.0.ffn_up.weight")
+        bits[kind] = 8 * int(up.n_bytes) / int(up.n_elements)
         sizes[kind] = (art.path / "model.gguf").stat().st_size
-    assert sizes["f32"] / sizes["q8_0"] > 2.5 and sizes["q8_0"] / sizes["q4_0"] > 1.5
+    assert bits == {"f32": 32.0, "q8_0": 8.5, "q4_0": 4.5}
+    assert sizes["f32"] > 3 * sizes["q8_0"] and sizes["q8_0"] > sizes["q4_0"]
 
 
 def test_llama_gguf_q8_0(tmp_path, en_texts):
