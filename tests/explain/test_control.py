@@ -145,9 +145,13 @@ def test_stop_sequences_and_length_caps_cut_the_text(lm):
 def test_classifier_gate_refuses_prompt_and_response(lm, keyword_model_dir):
     model, tok = lm
     gate = ClassifierGate.load(str(keyword_model_dir), refuse=["sport"], threshold=0.5)
-    out = guarded_generate(model, tok, "the striker said today", Guards(gate=gate))
+    # a prompt as sporty as the gate's training texts (9 words, keywords in filler); a 4-word
+    # one scored 0.44-0.83 for sport depending on the tokenizer the run trained
+    sporty = "the striker scored a goal in the league match today"
+    out = guarded_generate(model, tok, sporty, Guards(gate=gate))
     assert out.finish == "refused" and out.refused == "prompt: sport" and out.text == ""
     passed = guarded_generate(model, tok, "the market said", Guards(gate=gate, max_new_tokens=5))
-    assert passed.finish != "refused"
+    # the prompt passes; an untrained model's reply may still be flagged, and then withheld
+    assert passed.refused is None or (passed.refused.startswith("response") and not passed.text)
     with pytest.raises(LmforgeError, match="not among the gate model's classes"):
         ClassifierGate.load(str(keyword_model_dir), refuse=["weather"])

@@ -441,8 +441,11 @@ def guarded_generate(
     top_k: int | None = 50,
     top_p: float | None = None,
     seed: int = 0,
+    ids: list[int] | None = None,
 ) -> GuardedOutput:
-    """Generate a continuation of ``prompt`` under ``guards`` (see the module doc).
+    """Generate a continuation of ``prompt`` under ``guards`` (see the module doc), through
+    lmforge's one generation loop; ``ids``: the prompt as the model reads it, when that is not
+    plain tokenization (a chat template).
 
     The gate checks the prompt before any generation and the response after it; a flagged
     one is refused and its text withheld.
@@ -457,7 +460,7 @@ def guarded_generate(
 
     if guards.gate is not None and (flag := guards.gate.flags(prompt)):
         return GuardedOutput("", "refused", f"prompt: {flag}")
-    ids = prompt_ids(tokenizer, prompt)
+    ids = prompt_ids(tokenizer, prompt) if ids is None else ids
     processors, criteria = guard_processors(tokenizer, guards, len(ids), guards.max_new_tokens)
     params = SamplingParams(
         guards.max_new_tokens,
@@ -470,10 +473,8 @@ def guarded_generate(
     )
     eos = stop_ids_of(model, tokenizer)
     (out,) = generate_batch(model, tokenizer, [GenRequest(ids, params)], stop_ids=eos)
-    new = out.token_ids
     finish = "length" if out.finish_reason == "length" else "eos"
-    text = generated_bytes(token_bytes(tokenizer), new).decode("utf-8", "replace")
-    text, cut = cut_text(text, guards.stop, guards.max_chars)
+    text, cut = cut_text(out.text, guards.stop, guards.max_chars)
     finish = cut or finish
     if guards.gate is not None and (flag := guards.gate.flags(text)):
         return GuardedOutput("", "refused", f"response: {flag}")

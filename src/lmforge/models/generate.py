@@ -18,11 +18,7 @@ from typing import TYPE_CHECKING, Any
 from lmforge.core.errors import LmforgeError
 from lmforge.core.log import logger
 from lmforge.models.sampling import (
-    GenRequest,
-    SamplingParams,
-    generate_batch,
     prompt_ids,
-    stop_ids_of,
 )
 
 if TYPE_CHECKING:
@@ -168,41 +164,29 @@ def generate_text(
     Raises:
         LmforgeError: the gate refuses the prompt or withholds the response.
     """
+    from dataclasses import replace
+
+    from lmforge.explain.control import Guards, guarded_generate
+
     check_text(prompt)
-    if guards is not None and guards.gate is not None and (flag := guards.gate.flags(prompt)):
-        raise LmforgeError(f"the prompt is refused: the gate classifies it as {flag!r}")
     model, tok = load_generator(model_dir)
     if chat:
         if not tok.chat_template:
             raise LmforgeError(f"{model_dir} has no chat template; drop --chat")
         turn = [{"role": "user", "content": prompt}]
-        ids = tok.apply_chat_template(turn, add_generation_prompt=True, return_dict=True)
-        ids = list(ids["input_ids"])
+        ids = list(
+            tok.apply_chat_template(turn, add_generation_prompt=True, return_dict=True)["input_ids"]
+        )
     else:
         ids = prompt_ids(tok, prompt)
     max_new_tokens = fit_context(model.config, len(ids), max_new_tokens, str(model_dir))
-    processors: list[Any] = []
-    stops: list[Any] = []
-    if guards is not None:
-        from lmforge.explain.control import guard_processors
-
-        processors, stops = guard_processors(tok, guards, len(ids), max_new_tokens)
-    params = SamplingParams(
-        max_new_tokens,
-        temperature,
-        top_k=top_k,
-        top_p=1.0 if top_p is None else top_p,
-        seed=seed,
-        logits_processors=processors,
-        stop_criteria=stops,
-    )
-    (out,) = generate_batch(model, tok, [GenRequest(ids, params)], stop_ids=stop_ids_of(model, tok))
-    text = out.text
-    if guards is None:
-        return text
-    from lmforge.explain.control import cut_text
-
-    text, _ = cut_text(text, guards.stop, guards.max_chars)
-    if guards.gate is not None and (flag := guards.gate.flags(text)):
-        raise LmforgeError(f"the response is withheld: the gate classifies it as {flag!r}")
-    return text
+    guards = replace(guards or Guards(), max_new_tokens=max_new_tokens)
+    out = guarded_generate(
+        model, tok, prompt, guards, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+        ids=ids,
+    )  # fmt: skip
+    if out.refused is not None:
+        where, flag = out.refused.split(": ", 1)
+        what = "the prompt is refused" if where == "prompt" else "the response is withheld"
+        raise LmforgeError(f"{what}: the gate classifies it as {flag!r}")
+    return out.text
