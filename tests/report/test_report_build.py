@@ -220,6 +220,10 @@ def test_report_of_a_real_tiny_quickstart_run(tmp_path):
     assert "Loss per step" in found["pretrain"] and "Confusion matrix" in found["finetune"]
     assert "baseline: tfidf+logreg" in found["finetune"]
     assert "Repeating this run" in found["cost"]
+    assert "Artefacts side by side" in found["compress"] and "Pareto front" in found["compress"]
+    explain = found["explain"]
+    assert "Example 1: attention rollout" in explain and "<iframe sandbox" in explain
+    assert "AOPC, Integrated Gradients" in explain
 
 
 def test_a_failed_stage_does_not_show_an_earlier_runs_output(fake_run):

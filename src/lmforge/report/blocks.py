@@ -70,10 +70,12 @@ class Details:
 
 @dataclass
 class Row:
-    """Blocks side by side (wrapping on narrow screens)."""
+    """Blocks side by side (wrapping on narrow screens); ``narrow``: three to a 1280 px page
+    instead of two (a set of heatmaps of one example)."""
 
     kind: ClassVar[str] = "row"
     blocks: list[Any] = field(default_factory=list)
+    narrow: bool = False
 
 
 @dataclass

@@ -19,10 +19,7 @@ from lmforge.report.plots import image
 from lmforge.report.run import StageView
 from lmforge.report.sections import register
 
-PLOT_CAPTION = (
-    "Quality against latency at batch 1 (without profiling: the time to predict the test "
-    "examples); marker area is the size on disk"
-)
+PLOT_CAPTION = "Quality against {speed}; marker area is the size on disk"
 
 
 @register("compress", "Compression")
@@ -49,7 +46,10 @@ def render(view: StageView) -> list[Block]:
         why = pareto.get("chosen_because") or pareto.get("selected_because")
         blocks.append(Text(f"Chosen: {chosen}" + (f" ({why})." if why else ".")))
     plot = view.path("tradeoff.png")
-    figure = image(plot, PLOT_CAPTION) if plot else None
+    # the stage plots batch-1 latency when every artefact was profiled, else predict time
+    profiled = bool(points) and all("latency_ms_p50_b1" in p for p in points)
+    speed = "latency at batch 1" if profiled else "the time to predict the test examples"
+    figure = image(plot, PLOT_CAPTION.format(speed=speed)) if plot else None
     side: list[Block] = [_steps_table(points + unscored)]
     if figure is not None:
         blocks.append(Row([figure, *side]))

@@ -115,7 +115,7 @@ def _attention(view: StageView) -> list[Block]:
             used += len(fig.src or "")
             figures.append(fig)
         if figures:
-            blocks.append(Row(figures))
+            blocks.append(Row(figures, narrow=True))
     if not blocks:
         return []
     intro = "Attention of each test example (rows: the attending token, columns: the attended)."
