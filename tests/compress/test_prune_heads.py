@@ -126,7 +126,7 @@ def test_the_kept_heads_compute_what_they_did(kv_heads):
     if kv_heads == 2:  # one query head from each key/value group
         assert all(k[0] < 2 <= k[1] for k in keep)
     gates = torch.tensor([[float(h in k) for h in range(4)] for k in keep])
-    with torch.no_grad(), H._on_head_outputs(model, lambda i, _, x: x * gates[i].view(-1, 1)):
+    with torch.no_grad(), H.on_head_outputs(model, lambda i, _, x: x * gates[i].view(-1, 1)):
         expected = model(input_ids=ids).logits
     H.remove_heads(model, keep)
     with torch.no_grad():

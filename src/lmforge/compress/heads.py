@@ -120,7 +120,7 @@ def check_can_shrink(model: Any) -> HeadLayout:
 
 
 @contextmanager
-def _on_head_outputs(model: Any, hook: Any) -> Iterator[list[Any]]:
+def on_head_outputs(model: Any, hook: Any) -> Iterator[list[Any]]:
     """Run ``hook(layer_index, o_proj, x)`` on each layer's per-head output ``x`` (B, T, H, d)
     before the output projection; the hook returns the (possibly scaled) ``x``."""
     modules = attention_modules(model)
@@ -152,7 +152,7 @@ def gradient_importance(model: Any, batches: list[dict[str, Any]]) -> Any:
     score = torch.zeros(n_layers, layout.heads)
     was_training = model.training
     model.eval()  # no dropout: the gradient of the model that is pruned
-    with _on_head_outputs(model, lambda i, _, x: x * gates[i].view(-1, 1)):
+    with on_head_outputs(model, lambda i, _, x: x * gates[i].view(-1, 1)):
         for batch in batches:
             model.zero_grad(set_to_none=True)
             model(**batch).loss.backward()
@@ -193,7 +193,7 @@ def activation_importance(model: Any, batches: list[dict[str, Any]]) -> Any:
         total[i] += (norms * mask[0].unsqueeze(-1)).sum(dim=(0, 1))
         return x
 
-    with _no_grad_eval(model), _on_head_outputs(model, measure):
+    with _no_grad_eval(model), on_head_outputs(model, measure):
         for batch in batches:
             ids = batch["input_ids"]
             mask[0] = batch.get("attention_mask", torch.ones_like(ids)).to(total.dtype)
@@ -215,7 +215,7 @@ def ablation_importance(model: Any, batches: list[dict[str, Any]]) -> Any:
         return sum(float(model(**batch).loss) * len(batch["input_ids"]) for batch in batches)
 
     score = torch.zeros(n_layers, layout.heads)
-    with _no_grad_eval(model), _on_head_outputs(model, lambda i, _, x: x * gates[i].view(-1, 1)):
+    with _no_grad_eval(model), on_head_outputs(model, lambda i, _, x: x * gates[i].view(-1, 1)):
         full = loss()
         for layer in range(n_layers):
             for head in range(layout.heads):
