@@ -5,8 +5,9 @@ Symmetric, round-to-nearest, no calibration data:
 - int8: one fp32 scale per output row, ``scale = max|w_row| / 127``, ``q = round(w / scale)``
   in [-127, 127], stored as ``int8`` (1 byte a weight);
 - int4: one fp32 scale per ``group_size`` consecutive inputs of a row (GPTQ / llama.cpp Q4_0
-  style groups), ``scale = max|w_group| / 7``, ``q`` in [-7, 7] stored as ``q + 8`` two to a
-  byte: the even input column in the low nibble, the odd one in the high nibble (``uint8``,
+  style groups), ``scale = w_peak / -8`` with ``w_peak`` the group's largest-magnitude weight
+  (Q4_0's rule: all 16 levels used, the peak exact), ``q`` in [-8, 7] stored as ``q + 8`` two
+  to a byte: the even input column in the low nibble, the odd one in the high nibble (``uint8``,
   half a byte a weight plus 4 bytes per group).
 
 The file (``WEIGHT_ONLY_FILE``) holds, per quantized Linear ``name``, ``name.weight.qdata`` and
@@ -42,11 +43,16 @@ def quantize_weight(weight: Any, bits: int, group_size: int) -> tuple[Any, Any]:
     group = in_f if bits == 8 else group_size
     if in_f % group or group % 2:
         raise ValueError(f"{in_f} inputs do not split into even groups of {group}")
-    levels = 127 if bits == 8 else 7
     grouped = w.reshape(out_f, in_f // group, group)  # (out, groups, group)
-    scale = grouped.abs().amax(-1) / levels  # (out, groups)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero group stays 0
-    q = torch.round(grouped / scale[..., None]).clamp(-levels, levels).reshape(out_f, in_f)
+    if bits == 8:
+        low, high = -127, 127
+        scale = grouped.abs().amax(-1) / high  # (out, groups)
+    else:  # llama.cpp's Q4_0 trick: the largest-magnitude weight maps to -8, all 16 levels used
+        low, high = -8, 7
+        peak = grouped.gather(-1, grouped.abs().argmax(-1, keepdim=True)).squeeze(-1)
+        scale = peak / low  # (out, groups), negative where the peak is positive
+    scale = torch.where(scale != 0, scale, torch.ones_like(scale))  # an all-zero group stays 0
+    q = torch.round(grouped / scale[..., None]).clamp(low, high).reshape(out_f, in_f)
     if bits == 8:
         return q.to(torch.int8), scale
     u = (q + 8).to(torch.uint8)  # [1, 15]
