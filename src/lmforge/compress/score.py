@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lmforge.core.errors import LmforgeError
 from lmforge.core.memory import peak_rss_mb
 from lmforge.core.metrics import numbers
 
@@ -118,39 +117,16 @@ def profile(path: Path, batches: dict[int, dict[str, Any]], repeats: int) -> dic
     Raises:
         LmforgeError: the child failed or died.
     """
-    import multiprocessing as mp
-
     import torch
 
-    from lmforge.evaluate.profile import PROFILE_TIMEOUT_S
+    from lmforge.evaluate.profile import in_fresh_process
 
-    ctx = mp.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    args = (str(path), batches, repeats, torch.get_num_threads(), sender)
-    proc = ctx.Process(target=_child, args=args)
-    proc.start()
-    sender.close()
-    try:
-        if not receiver.poll(PROFILE_TIMEOUT_S):  # alive but silent this long: stuck
-            raise LmforgeError(
-                f"compress: profiling {path} gave no result in {PROFILE_TIMEOUT_S} s; set "
-                "compress.profile: false to skip it"
-            )
-        result = receiver.recv()
-    except EOFError:
-        raise LmforgeError(
-            f"compress: the process profiling {path} died (exit code {proc.exitcode}); "
-            "set compress.profile: false to skip profiling, or free memory"
-        ) from None
-    finally:
-        receiver.close()
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    if "error" in result:
-        raise LmforgeError(f"compress: profiling {path} failed: {result['error']}")
-    return result
+    return in_fresh_process(
+        _child,
+        (str(path), batches, repeats, torch.get_num_threads()),
+        what=f"compress: profiling {path}",
+        skip="set compress.profile: false to skip profiling",
+    )
 
 
 def input_batches(path: Path, docs: list[Any], fcfg: Any, sizes: list[int]) -> dict[int, dict]:

@@ -131,28 +131,42 @@ def profile_in_fresh_process(
         LmforgeError: the child failed, died (killed for memory, crashed in native code) or
             hung; a dead child is noticed as soon as it exits, not after a timeout.
     """
+    args = (task_name, str(path), info, batches, repeats, trust_remote_code)
+    return in_fresh_process(
+        _profile_child,
+        args,
+        what=f"evaluate: profiling {path}",
+        skip="rerun with evaluate.profile: false (--no-profile) to skip it",
+    )
+
+
+def in_fresh_process(
+    target: Callable[..., None], args: tuple, *, what: str, skip: str
+) -> dict[str, Any]:
+    """The dict ``target(*args, conn)`` sends, run in a spawned process (its peak RSS is its
+    own, and a crash or the OOM killer takes the child, not the run).
+
+    Raises:
+        LmforgeError: the child sent ``{"error": ...}``, died or hung; ``what`` names the
+            work, ``skip`` how to go without it.
+    """
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     # a pipe, not a queue: once the child exits, its end closes and recv() raises EOFError
     receiver, sender = ctx.Pipe(duplex=False)
-    args = (task_name, str(path), info, batches, repeats, trust_remote_code, sender)
-    proc = ctx.Process(target=_profile_child, args=args)
+    proc = ctx.Process(target=target, args=(*args, sender))
     proc.start()
     sender.close()  # the child holds the only writing end now
     try:
         if not receiver.poll(PROFILE_TIMEOUT_S):
-            raise LmforgeError(
-                f"evaluate: profiling {path} gave no result in {PROFILE_TIMEOUT_S} s; "
-                "rerun with evaluate.profile: false (--no-profile) to skip it"
-            )
+            raise LmforgeError(f"{what} gave no result in {PROFILE_TIMEOUT_S} s; {skip}")
         result = receiver.recv()
     except EOFError:
         proc.join(timeout=10)
         raise LmforgeError(
-            f"evaluate: the process profiling {path} died before reporting "
-            f"({_exit_reason(proc.exitcode)}); rerun with evaluate.profile: false "
-            "(--no-profile) to skip profiling, or free memory"
+            f"{what}: the process died before reporting ({_exit_reason(proc.exitcode)}); "
+            f"{skip}, or free memory"
         ) from None
     finally:
         receiver.close()
@@ -162,7 +176,7 @@ def profile_in_fresh_process(
             proc.kill()
             proc.join()
     if "error" in result:
-        raise LmforgeError(f"evaluate: profiling {path} failed: {result['error']}")
+        raise LmforgeError(f"{what} failed: {result['error']}")
     return result
 
 
