@@ -67,15 +67,16 @@ def test_improve_retrains_on_corrections_and_records_before_and_after(run, capsy
     entry = summary["improve"]["metrics"]
     assert summary["improve"]["status"] == "done"
     assert entry["corrections"] == 40
-    assert entry["skipped"] == {"no_input": 40, "unknown_label": 1, "other_route": 0}
+    assert entry["skipped"] == {"no_input": 40, "unknown_label": 1, "misaligned": 0,
+                                "other_route": 0}  # fmt: skip
     assert entry["test_examples"] == 30 and entry["train_examples"] == 120
     assert set(entry["before"]) == set(entry["after"]) and "accuracy" in entry["before"]
     assert entry["before"]["accuracy"] == pytest.approx(old["accuracy"], abs=0.04)
     fine = summary["finetune"]
     assert fine["metrics"]["train_examples"] == 120 and fine["improved"] is True
     assert fine["metrics"]["accuracy"] == entry["after"]["accuracy"]
-    rows = (root / "improve" / "train.csv").read_text().count("\n")
-    assert rows >= 121
+    rows = (root / "improve" / "train.jsonl").read_text().count("\n")
+    assert rows == 120
     assert not list(root.glob(".tmp-finetune-*")) and (root / "finetune" / "merged").is_dir()
 
 
@@ -115,11 +116,13 @@ def test_correction_rows_for_chat_and_classification():
         {"response_id": "3", "route": "/v1/classify", "input": ["x"], "correction": "a"},
         {"response_id": "4", "route": "/v1/chat/completions", "input": None, "correction": "r"},
     ]
-    docs, skipped = correction_docs(rows, "instruction", None, False)
+    docs, skipped = correction_docs(rows, "instruction", None)
     assert [(d.text, d.label) for d in docs] == [("hi", "Hello!"), ("Once", "upon")]
-    assert skipped == {"no_input": 1, "unknown_label": 0, "other_route": 1}
+    assert skipped == {"no_input": 1, "unknown_label": 0, "misaligned": 0, "other_route": 1}
     two = {"response_id": "5", "route": "/v1/classify", "input": ["x", "y"], "correction": "a"}
-    docs, skipped = correction_docs([rows[2], two], "classification", ["a", "b"], False)
+    from lmforge.tasks.classification import LabelInfo
+
+    docs, skipped = correction_docs([rows[2], two], "classification", LabelInfo(["a", "b"]))
     assert [d.text for d in docs] == ["x"] and skipped["no_input"] == 1  # which of 2 texts?
 
 

@@ -70,3 +70,34 @@ def test_qa_answer_is_a_span_of_the_context(qa_server):
     assert ans["answer"] == context[ans["start"] : ans["end"]] and ans["answer"]
     r = httpx.post(qa_server.url + "/v1/qa", json={"question": "x"})
     assert r.status_code == 422 and r.json()["error"]["param"] == "context"
+
+
+def test_ner_and_qa_corrections_are_stored_in_their_answer_shape(ner_server, qa_server, tmp_path):
+    """/v1/feedback takes NER entities and QA answer spans (and QA's input), as improve reads
+    them back; a malformed entity is a 422 naming the field."""
+    from lmforge.serve.feedback import read_corrections
+
+    text = "张三在北京工作。"
+    rid = httpx.post(ner_server.url + "/v1/ner", json={"texts": [text]}, timeout=30).json()["id"]
+    fixed = [{"type": "PER", "start": 0, "end": 2, "text": "张三"}]
+    body = {"response_id": rid, "correction": fixed, "input": text}
+    assert httpx.post(ner_server.url + "/v1/feedback", json=body).status_code == 200
+    body["correction"] = [{"type": "PER", "start": "zero", "end": 2}]
+    r = httpx.post(ner_server.url + "/v1/feedback", json=body)
+    assert r.status_code == 422 and r.json()["error"]["param"].startswith("correction")
+    qa = {"question": "Where?", "context": "It is in Berlin."}
+    rid_qa = httpx.post(qa_server.url + "/v1/qa", json=qa, timeout=30).json()["id"]
+    answer = {"answer": "Berlin", "start": 9, "end": 15, "score": 0.1}  # a /v1/qa result, fixed
+    body = {"response_id": rid_qa, "correction": answer, "input": qa}
+    assert httpx.post(qa_server.url + "/v1/feedback", json=body).status_code == 200
+    stored = [  # the store beside each model directory (no run around it)
+        row
+        for served in (ner_server, qa_server)
+        for db in served.log.parent.glob("*.feedback.sqlite")
+        for row in read_corrections(db)
+    ]
+    by_id = {r["response_id"]: r for r in stored}
+    assert by_id[rid]["correction"] == [{"type": "PER", "start": 0, "end": 2, "text": "张三"}]
+    assert by_id[rid]["input"] == text
+    assert by_id[rid_qa]["correction"] == {"answer": "Berlin", "start": 9}
+    assert by_id[rid_qa]["input"] == qa

@@ -1,13 +1,12 @@
 """``lmforge improve RUN_DIR``: corrections from the feedback store -> a better fine-tune.
 
 1. Read the corrections ``POST /v1/feedback`` stored in ``RUN/serve/feedback.sqlite`` and
-   turn each into a training row: its input (the feedback's ``input``, else the logged input
-   when the server ran with ``--log-inputs`` and the request had one text) with the corrected
-   label (classification) or reply (instruction). Rows without an input, or with a label the
-   model does not know, are skipped and counted.
+   turn each into a training example of the run's task (``improve.corrections``: a label or
+   labels, NER entities, a QA answer, a translation or a reply, with the feedback's or the
+   logged input). Rows that cannot be one are skipped and counted by reason.
 2. Score the current model on the run's test split.
 3. Re-run the run's fine-tune, as its recipe.yaml says, on train + corrections (written to
-   ``RUN/improve/train.csv``), into a temporary folder, and score it on the same test split.
+   ``RUN/improve/train.jsonl``), into a temporary folder, and score it on the same test split.
 4. Swap the new ``finetune/`` in atomically (the old model serves until then, and stays if
    anything fails), mark stages that read the old model stale, and record both scores in
    summary.json as the ``improve`` entry.
@@ -17,7 +16,6 @@ A running server keeps the model it loaded; restart it to serve the improved one
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Any
@@ -25,69 +23,11 @@ from typing import Any
 from lmforge.core.errors import LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
+from lmforge.improve.corrections import ROUTES, correction_docs, write_training_file
 
-TASKS_IMPROVED = ("classification", "instruction")
+__all__ = ["TASKS_IMPROVED", "correction_docs", "improve", "score"]
 
-
-def correction_docs(
-    rows: list[dict[str, Any]], task: str, labels: list[str] | None, multi: bool
-) -> tuple[list[Document], dict[str, int]]:
-    """Training documents from feedback rows, and how many were skipped for which reason."""
-    docs: list[Document] = []
-    skipped = {"no_input": 0, "unknown_label": 0, "other_route": 0}
-    routes = (
-        ("/v1/classify",)
-        if task == "classification"
-        else ("/v1/completions", "/v1/chat/completions")
-    )
-    known = set(labels or [])
-    for row in rows:
-        if row["route"] not in routes and row["route"] is not None:
-            skipped["other_route"] += 1
-            continue
-        text = _input_text(row["input"])
-        if text is None:
-            skipped["no_input"] += 1
-            continue
-        label = row["correction"]
-        if task == "classification":
-            names = label if isinstance(label, list) else [label]
-            if (isinstance(label, list) and not multi) or any(x not in known for x in names):
-                skipped["unknown_label"] += 1
-                continue
-        elif not isinstance(label, str):
-            skipped["unknown_label"] += 1
-            continue
-        docs.append(Document(text, label=label, meta={"id": row["response_id"]}))
-    return docs, skipped
-
-
-def _input_text(value: Any) -> str | None:
-    """The one text a response answered: a string, a one-text list, or a chat's last user turn."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
-        return value[0]
-    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        users = [m.get("content") for m in value if m.get("role") == "user"]
-        return users[-1] if users and isinstance(users[-1], str) else None
-    return None
-
-
-def write_training_file(path: Path, docs: list[Document], columns: tuple[str, str]) -> Path:
-    """The train split plus corrections as a CSV with the recipe's text and label columns."""
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        for d in docs:
-            label = (
-                json.dumps(d.label, ensure_ascii=False) if isinstance(d.label, list) else d.label
-            )
-            w.writerow([d.text, label])
-    return path
+TASKS_IMPROVED = tuple(ROUTES)
 
 
 def score(model_dir: Path, docs: list[Document], cfg: Any) -> dict[str, Any]:
@@ -141,14 +81,12 @@ def improve(root: Path, feedback_db: Path | None = None) -> dict[str, Any]:
             f"this run's finetune task is {task!r}"
         )
     files = inspect_artifact(root / "finetune" / "model")
-    labels = getattr(files.info, "labels", None)
-    multi = bool(getattr(files.info, "multi_label", False))
-    docs, skipped = correction_docs(read_corrections(db), cfg.task, labels, multi)
+    docs, skipped = correction_docs(read_corrections(db), cfg.task, files.info)
     if not docs:
         raise LmforgeError(
             f"{db} holds no correction improve can learn from (skipped: {skipped}); a "
-            "correction needs its input text (send 'input' with the feedback, or serve with "
-            "--log-inputs) and a label the model knows"
+            "correction needs its input (send 'input' with the feedback, or serve with "
+            "--log-inputs) and a label, entity types or an answer the model can learn"
         )
     with open_run_dir(root, recipe.name) as run:
         t0 = time.perf_counter()
@@ -156,9 +94,13 @@ def improve(root: Path, feedback_db: Path | None = None) -> dict[str, Any]:
         splits = load_labelled(cfg, ctx)
         before = score(_served_dir(root), splits["test"], cfg)
         logger.info("improve: %d corrections (skipped %s); before: %s", len(docs), skipped, before)
-        columns = (cfg.data.text_column, cfg.data.label_column)
+        columns = {
+            "text": cfg.data.text_column,
+            "label": cfg.data.label_column,
+            "question": cfg.data.question_column,
+        }
         train_file = write_training_file(
-            root / "improve" / "train.csv", splits["train"] + docs, columns
+            root / "improve" / "train.jsonl", splits["train"] + docs, cfg.task, columns
         )
         # val/test stay where they were read from (files, or the data stage's splits)
         data = cfg.data.model_copy(update={"train": train_file, "limit": None})
@@ -189,7 +131,7 @@ def improve(root: Path, feedback_db: Path | None = None) -> dict[str, Any]:
             "improve",
             "done",
             seconds,
-            StageResult(metrics=entry, artifacts={"train": "train.csv", "result": "result.json"}),
+            StageResult(metrics=entry, artifacts={"train": "train.jsonl", "result": "result.json"}),
         )
         run.refresh_stale(AVAILABLE_STAGES)
     return entry

@@ -358,9 +358,10 @@ def build_app(sm: ServedModel, settings: Settings, store_path: Path) -> Any:
                 404, f"no response with id {body.response_id!r} was served by this store",
                 "response_id",
             )  # fmt: skip
+        plain = body.model_dump(mode="json", include={"correction", "input"}, exclude_none=True)
         fid = await run_in_threadpool(
-            store.add_feedback, body.response_id, body.rating, body.correction, body.comment,
-            body.input,
+            store.add_feedback, body.response_id, body.rating, plain.get("correction"),
+            body.comment, plain.get("input"),
         )  # fmt: skip
         return {"id": fid, "response_id": body.response_id, "stored": True}  # committed
 

@@ -109,9 +109,12 @@ class FeedbackStore:
         rating: int | None,
         correction: Any,
         comment: str | None,
-        text: str | None = None,
+        text: Any = None,
     ) -> int:
-        """Store one feedback record, committed (fsynced) before returning its id."""
+        """Store one feedback record, committed (fsynced) before returning its id.
+
+        ``correction`` and ``text`` (the input: a text, or QA's question and context) are
+        stored as JSON."""
         value = _dumps(correction)
         with self._lock:
             cur = self._db.execute(

@@ -58,14 +58,42 @@ class ImageRequest(Body):
     top_k: StrictInt | None = Field(None, ge=1, description="Keep the k likeliest labels.")
 
 
+class EntitySpan(BaseModel):
+    """One entity of a NER correction, as ``/v1/ner`` answers it (``text`` is ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Text = Field(..., description="The entity type (PER, LOC, ...).")
+    start: StrictInt = Field(..., ge=0, description="Character offset of its first character.")
+    end: StrictInt = Field(..., ge=0, description="Character offset just after its last one.")
+    text: Text | None = None
+
+
+class AnswerSpan(BaseModel):
+    """A QA correction with the answer's place in the context (``/v1/qa``'s shape)."""
+
+    model_config = ConfigDict(extra="ignore")  # a /v1/qa result sent back (end, score) is fine
+    answer: Text = Field(..., description="The answer, a span of the context.")
+    start: StrictInt | None = Field(None, ge=0, description="Its character offset.")
+
+
+class QAInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: Text
+    context: Text
+
+
 class FeedbackRequest(Body):
     response_id: Text = Field(..., description="The `id` of the response this is about.")
     rating: StrictInt | None = Field(None, ge=1, le=5, description="1 (bad) to 5 (good).")
-    correction: Text | list[Text] | None = Field(
-        None, description="The right label (list: labels), answer or reply."
+    correction: Text | list[Text] | list[EntitySpan] | AnswerSpan | None = Field(
+        None,
+        description="The right label (list: labels), entities (NER: [{type, start, end}], [] "
+        "for none), answer (QA: text or {answer, start}), translation or reply.",
     )
-    input: Text | None = Field(
-        None, description="The input text (needed by `lmforge improve` without --log-inputs)."
+    input: Text | QAInput | None = Field(
+        None,
+        description="The input text, QA: {question, context} (needed by `lmforge improve` "
+        "without --log-inputs).",
     )
     comment: Text | None = Field(None, description="Free text.")
 
