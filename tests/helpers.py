@@ -53,6 +53,49 @@ def tiny_bert(head: type | None = None, seed: int = 0, **config: Any) -> Any:
     return (head or BertForSequenceClassification)(tiny_bert_config(**config))
 
 
+def force_next_token(model: Any, token: int, strength: float) -> None:
+    """Make ``token`` the likeliest next token at every position of an untied Llama.
+
+    Dimension 0 of the residual stream becomes a constant (every embedding sets it, no layer
+    writes to it), so after the final RMSNorm it is positive, and only that token's LM-head
+    row reads it."""
+    import torch
+
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 1.0
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[0] = 0
+            layer.mlp.down_proj.weight[0] = 0
+        model.lm_head.weight[:, 0] = 0
+        model.lm_head.weight[token, 0] = strength
+
+
+def tiny_llama_dir(
+    path: Path, texts: list[str], *, context: int = 512, force_token: int | None = None
+) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer trained on ``texts``, saved without a
+    manifest (a plain causal LM); ``force_token``: see ``force_next_token``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    trained_tokenizer(texts, "bpe", 600, 512).save_pretrained(path)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=600,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=context,
+    )
+    model = LlamaForCausalLM(config).eval()
+    if force_token is not None:
+        force_next_token(model, force_token, 50.0)
+    model.save_pretrained(path)
+    return path
+
+
 def local_encoder(path: Path, texts: list[str], vocab_size: int = 2000) -> Path:
     """A model directory as a user would have one: a 1-layer BERT classifier + its tokenizer."""
     trained_tokenizer(texts, vocab_size=vocab_size).save_pretrained(path)

@@ -20,7 +20,7 @@ def gpt_dir(tmp_path_factory):
     """A 1-layer Llama that wants to say "the" at every step (its last residual dimension is a
     constant only the lm_head row of "the" reads), saved as a model directory."""
     import torch
-    from helpers import trained_tokenizer
+    from helpers import force_next_token, trained_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
     path = tmp_path_factory.mktemp("lm")
@@ -41,13 +41,7 @@ def gpt_dir(tmp_path_factory):
         eos_token_id=tok.eos_token_id,
     )
     model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        model.model.embed_tokens.weight[:, 0] = 1.0
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight[0] = 0
-            layer.mlp.down_proj.weight[0] = 0
-        model.lm_head.weight[:, 0] = 0
-        model.lm_head.weight[the, 0] = 8.0
+    force_next_token(model, the, 8.0)
     model.save_pretrained(path)
     return path
 

@@ -10,10 +10,9 @@ import torch
 import yaml
 from helpers import (
     local_encoder,  # a tiny BERT classifier + its tokenizer
-    trained_tokenizer,
+    tiny_llama_dir,
 )
 from pydantic import ValidationError
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmforge.cli import main
 from lmforge.core.errors import DataError, LmforgeError
@@ -51,40 +50,9 @@ def bbc():
     return docs[:100], docs[100:]  # train 20 per topic, test 10 per topic
 
 
-def tiny_llama(path, texts, force_token=None):
-    """A 2-layer Llama with a byte-level BPE tokenizer trained on ``texts``.
-
-    ``force_token``: make that token the likeliest next token at every position. Dimension 0
-    of the residual stream is a constant (every embedding sets it, no layer writes to it), so
-    after the final RMSNorm it is positive, and only that token's LM-head row reads it.
-    """
-    trained_tokenizer(texts, "bpe", 600, 512).save_pretrained(path)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=600,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
-    model = LlamaForCausalLM(config).eval()
-    if force_token is not None:
-        with torch.no_grad():
-            model.model.embed_tokens.weight[:, 0] = 1.0
-            for layer in model.model.layers:
-                layer.self_attn.o_proj.weight[0] = 0
-                layer.mlp.down_proj.weight[0] = 0
-            model.lm_head.weight[:, 0] = 0
-            model.lm_head.weight[force_token, 0] = 50.0
-    model.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory, bbc):
-    path = tiny_llama(tmp_path_factory.mktemp("llama"), [d.text for d in bbc[0]])
+    path = tiny_llama_dir(tmp_path_factory.mktemp("llama"), [d.text for d in bbc[0]])
     return path, *load_scoring_model(path, "likelihood")
 
 
@@ -164,7 +132,7 @@ def single_token_verbalizers(tok):
 
 def test_likelihood_picks_the_verbalizer_the_model_prefers(tmp_path, bbc, llama):
     verbalizers, sports = single_token_verbalizers(llama[2])
-    path = tiny_llama(tmp_path / "forced", [d.text for d in bbc[0]], force_token=sports)
+    path = tiny_llama_dir(tmp_path / "forced", [d.text for d in bbc[0]], force_token=sports)
     model, tok = load_scoring_model(path, "likelihood")
     few = FewShotConfig(verbalizers=verbalizers)
     prompts = build_prompts(tok, few, LABELS, [], [d.text for d in bbc[1][:8]], 48, 512)
@@ -298,7 +266,7 @@ def data_section(tmp_path, bbc):
 
 def test_zero_shot_stage_writes_metrics_predictions_and_confusion(tmp_path, bbc, llama):
     verbalizers, sports = single_token_verbalizers(llama[2])
-    forced = tiny_llama(tmp_path / "forced", [d.text for d in bbc[0]], force_token=sports)
+    forced = tiny_llama_dir(tmp_path / "forced", [d.text for d in bbc[0]], force_token=sports)
     stage, m = run_recipe(
         tmp_path,
         {

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import tiny_bert, trained_tokenizer
+from helpers import tiny_bert, tiny_llama_dir, trained_tokenizer
 
 from lmforge.core.manifest import Manifest, write_manifest
 
@@ -121,23 +121,8 @@ def save_reader(path: Path, texts: list[str]) -> Path:
 
 
 def save_llama(path: Path, texts: list[str]) -> Path:
-    """A 2-layer Llama with a byte-level BPE tokenizer (no manifest: served as a causal LM)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    trained_tokenizer(texts, "bpe", 600, 512).save_pretrained(path)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=600,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,  # room for generations long enough to cut short
-    )
-    LlamaForCausalLM(config).eval().save_pretrained(path)
-    return path
+    """No manifest: served as a causal LM; room for generations long enough to cut short."""
+    return tiny_llama_dir(path, texts, context=4096)
 
 
 @pytest.fixture(scope="session")
