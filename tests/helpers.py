@@ -96,6 +96,48 @@ def tiny_llama_dir(
     return path
 
 
+TOY_VOCAB = 10
+
+
+def toy_blocks() -> Any:
+    """64 random 8-token blocks over ``TOY_VOCAB`` (seeded)."""
+    import torch
+
+    return torch.randint(0, TOY_VOCAB, (64, 8), generator=torch.Generator().manual_seed(0))
+
+
+def train_toy(model: Any, cfg: Any, work: Path) -> Any:
+    """``pretrain.loop.train`` on ``toy_blocks`` with everything but the model and config
+    fixed: one CPU process, seed 0, no resume (the loop's own tests and fault cases)."""
+    import torch
+
+    from lmforge.core.distributed import DistInfo
+    from lmforge.core.metrics import MetricsLogger
+    from lmforge.pretrain.loop import train
+
+    blocks = toy_blocks()
+
+    def batch(idx: Any, seed: int) -> dict[str, Any]:
+        return {"input_ids": blocks[idx], "labels": blocks[idx]}
+
+    return train(
+        model,
+        cfg,
+        train_batch=batch,
+        val_batch=batch,
+        num_train=64,
+        num_val=64,
+        tokens_per_sample=8,
+        work=work,
+        device=torch.device("cpu"),
+        dist=DistInfo(),
+        seed=0,
+        metrics=MetricsLogger(work / "m.jsonl"),
+        resume=False,
+        recipe_hash="h",
+    )
+
+
 def local_encoder(path: Path, texts: list[str], vocab_size: int = 2000) -> Path:
     """A model directory as a user would have one: a 1-layer BERT classifier + its tokenizer."""
     trained_tokenizer(texts, vocab_size=vocab_size).save_pretrained(path)

@@ -6,14 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import TOY_VOCAB, toy_blocks, train_toy
 
-from lmforge.core.distributed import DistInfo
 from lmforge.core.errors import LmforgeError
-from lmforge.core.metrics import MetricsLogger
 from lmforge.pretrain.config import PretrainConfig
-from lmforge.pretrain.loop import train
 
-VOCAB = 10
+VOCAB = TOY_VOCAB
 
 
 class Flaky(torch.nn.Module):
@@ -49,34 +47,14 @@ def run(model, tmp_path, **kw):
         lr=0.1,
         **settings,
     )
-    blocks = torch.randint(0, VOCAB, (64, 8), generator=torch.Generator().manual_seed(0))
-
-    def batch(idx, seed):
-        return {"input_ids": blocks[idx], "labels": blocks[idx]}
-
-    return train(
-        model,
-        cfg,
-        train_batch=batch,
-        val_batch=batch,
-        num_train=64,
-        num_val=64,
-        tokens_per_sample=8,
-        work=tmp_path,
-        device=torch.device("cpu"),
-        dist=DistInfo(),
-        seed=0,
-        metrics=MetricsLogger(tmp_path / "m.jsonl"),
-        resume=False,
-        recipe_hash="h",
-    )
+    return train_toy(model, cfg, tmp_path)
 
 
 def test_a_non_finite_step_is_skipped_and_counted(tmp_path):
     torch.manual_seed(0)
     model = Flaky(bad={2})
     before = model.table.weight.detach().clone()
-    blocks = torch.randint(0, VOCAB, (64, 8), generator=torch.Generator().manual_seed(0))
+    blocks = toy_blocks()
     with torch.no_grad():
         initial = model.eval()(blocks, blocks).loss.item()
     model.train()

@@ -8,16 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import TOY_VOCAB, train_toy
 
-from lmforge.core.distributed import DistInfo
 from lmforge.core.errors import LmforgeError, RecipeError
-from lmforge.core.metrics import MetricsLogger
 from lmforge.core.schema import describe_fields
 from lmforge.pretrain.config import PretrainConfig
-from lmforge.pretrain.loop import train
 from lmforge.recipe import Recipe, parse_recipe
 
-VOCAB = 10
+VOCAB = TOY_VOCAB
 
 
 def full_recipe() -> dict:
@@ -94,28 +92,8 @@ def pretrain(tmp_path: Path, lr: float, **kw) -> torch.nn.Module:
         **kw,
     )
     cfg = cfg.model_copy(update={"lr": lr})  # a value the schema would refuse, as if it slipped by
-    blocks = torch.randint(0, VOCAB, (64, 8), generator=torch.Generator().manual_seed(0))
-
-    def batch(idx, seed):  # noqa: ANN001, ANN202
-        return {"input_ids": blocks[idx], "labels": blocks[idx]}
-
     model = Bigram()
-    train(
-        model,
-        cfg,
-        train_batch=batch,
-        val_batch=batch,
-        num_train=64,
-        num_val=64,
-        tokens_per_sample=8,
-        work=tmp_path,
-        device=torch.device("cpu"),
-        dist=DistInfo(),
-        seed=0,
-        metrics=MetricsLogger(tmp_path / "m.jsonl"),
-        resume=False,
-        recipe_hash="h",
-    )
+    train_toy(model, cfg, tmp_path)
     return model
 
 
