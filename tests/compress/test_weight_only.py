@@ -201,3 +201,15 @@ def test_a_tied_output_layer_stays_tied_and_is_stored_once(tmp_path):
     assert back.lm_head.weight.data_ptr() == back.transformer.wte.weight.data_ptr()
     ids = torch.tensor([[5, 6, 7]])
     assert torch.equal(back(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_the_stage_scorer_times_a_weight_only_artefact(trained, tmp_path):
+    """compress's profiler loads the artefact in a fresh process, as it does every format."""
+    from lmforge.compress.score import count_params, profile
+
+    source, (batch, _) = trained
+    art, _ = quantize(source, tmp_path / "q", scheme="int4-weight")
+    timing = profile(art.path, {2: {k: v[:2] for k, v in batch.items()}}, repeats=1)
+    assert timing["latency_ms_p50_b2"] > 0 and timing["peak_rss_mb"] > 0
+    model = load_compressed(art.path)[0]
+    assert count_params(model, art.path) == count_params(load_compressed(source)[0], source)
