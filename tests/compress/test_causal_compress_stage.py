@@ -1,6 +1,6 @@
 """The compress stage on a causal LM (the instruction task): a distilled student (with
-hidden-state matching) and a head-pruned model are made, scored like the source, and load in
-plain transformers."""
+hidden-state matching), a head-pruned and a magnitude-pruned model are made, scored like the
+source, and load in plain transformers."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def test_distil_and_prune_heads_of_an_instruction_model(tmp_path):
     steps = [
         {"method": "distill", "epochs": 2, "hidden_weight": 0.5, "hidden_loss": "cosine"},
         {"method": "prune", "kind": "heads", "sparsity": 0.5, "input": "source"},
+        {"method": "prune", "sparsity": 0.3, "input": "source", "name": "sparse"},
     ]
     recipe = {
         "name": "chat",
@@ -81,7 +82,7 @@ def test_distil_and_prune_heads_of_an_instruction_model(tmp_path):
     assert main(["run", str(tmp_path / "r.yaml"), "--out", str(out)]) == 0
     pareto = json.loads((out / "compress" / "pareto.json").read_text())
     points = {p["name"]: p for p in pareto["artefacts"]}
-    assert list(points) == ["source", "distill", "prune"]
+    assert list(points) == ["source", "distill", "prune", "sparse"]
     for p in points.values():
         assert p["quality_metric"] == "chrf" and "perplexity" in p
     history = points["distill"]["step"]["history"]
@@ -94,3 +95,4 @@ def test_distil_and_prune_heads_of_an_instruction_model(tmp_path):
     assert student.config.num_hidden_layers == 2
     assert pruned.config.num_attention_heads == 2
     assert pruned.model.layers[0].self_attn.o_proj.in_features == 16
+    assert points["sparse"]["step"]["sparsity"] == pytest.approx(0.3, abs=0.01)

@@ -221,3 +221,23 @@ def torch_ids():
     import torch
 
     return torch.randint(5, VOCAB, (1, 6), generator=torch.Generator().manual_seed(0))
+
+
+def test_a_crf_tagger_is_refused_before_training(tmp_path):
+    """A CRF head scores whole tag sequences: there is no per-token distribution to distil."""
+    from lmforge.core.errors import LmforgeError
+    from lmforge.tasks.crf import CrfTagger, save_transitions
+
+    teacher = teacher_of("token-classification")
+    source = save_teacher(teacher, "token-classification", tmp_path / "teacher")
+    save_transitions(source, CrfTagger(teacher, TAGS))
+    cfg = CompressConfig(steps=[{"method": "distill"}])
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def no_data():
+        raise AssertionError("the step asked for data before rejecting the teacher")
+
+    run = StepRun(cfg.steps[0], 0, artifact_format(source), out, "compress/d", no_data, None)
+    with pytest.raises(LmforgeError, match=r"steps\.0 \(distill\)\.method: the teacher tags with"):
+        load_methods().get("distill").run(run)

@@ -205,7 +205,7 @@ def _pair(student: Any, teacher: Any, step: Any, causal: bool) -> Any:
             if hidden:
                 mask = batch.get("attention_mask")
                 if mask is None:
-                    mask = torch.ones(batch["input_ids"].shape, dtype=torch.long)
+                    mask = torch.ones_like(batch["input_ids"])
                 matched = hidden_loss(
                     out.hidden_states, target.hidden_states, self.project, mask, step.hidden_loss
                 )
