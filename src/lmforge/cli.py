@@ -591,6 +591,22 @@ def serve(
     trust_remote_code: Annotated[
         bool, typer.Option("--trust-remote-code", help="Run the model directory's own code.")
     ] = False,
+    ban: Annotated[
+        list[str] | None,
+        typer.Option("--ban", help="Generation: a phrase no reply may contain (repeatable)."),
+    ] = None,
+    gate: Annotated[
+        str | None,
+        typer.Option("--gate", help="Generation: a text classifier checking prompt and reply."),
+    ] = None,
+    gate_refuse: Annotated[
+        list[str] | None,
+        typer.Option("--gate-refuse", help="A --gate class that is refused (repeatable)."),
+    ] = None,
+    gate_threshold: Annotated[
+        float,
+        typer.Option("--gate-threshold", min=0, max=1, help="--gate refuses at this probability."),
+    ] = 0.5,
     uncompressed: Annotated[
         bool,
         typer.Option(
@@ -600,13 +616,17 @@ def serve(
     ] = False,
 ) -> None:
     """Serve a model over HTTP: task routes, OpenAI-compatible generation, feedback."""
+    from lmforge.explain.control import guards_from_options
     from lmforge.serve.app import Limits, Settings
     from lmforge.serve.run import api_key_from_env
     from lmforge.serve.run import serve as run_server
 
     limits = Limits(max_body_bytes, max_texts, max_chars, max_tokens, max_n, timeout)
+    guards = guards_from_options(
+        ban=ban, gate=gate, gate_refuse=gate_refuse, gate_threshold=gate_threshold
+    )
     settings = Settings(
-        api_key_from_env(api_key_env), max_batch_size, max_wait_ms, log_inputs, limits
+        api_key_from_env(api_key_env), max_batch_size, max_wait_ms, log_inputs, limits, guards
     )
     run_server(
         target,

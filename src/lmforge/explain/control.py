@@ -374,6 +374,7 @@ def guards_from_options(
     json_schema: Path | None = None,
     gate: str | None = None,
     gate_refuse: list[str] | None = None,
+    gate_threshold: float = 0.5,
     max_new_tokens: int = 100,
 ) -> Guards | None:
     """The guards a command line asked for (``lmforge generate --ban ... --json-schema F``),
@@ -397,7 +398,7 @@ def guards_from_options(
         max_chars=max_chars,
         regex=regex,
         json_schema=schema,
-        gate=ClassifierGate.load(gate, list(gate_refuse or [])) if gate else None,
+        gate=ClassifierGate.load(gate, list(gate_refuse or []), gate_threshold) if gate else None,
     )
 
 

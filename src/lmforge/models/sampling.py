@@ -64,7 +64,7 @@ class GenRequest:
 class GenResult:
     text: str
     token_ids: list[int]
-    finish_reason: Literal["stop", "length", "cancelled"]
+    finish_reason: Literal["stop", "length", "cancelled", "content_filter"]
     prompt_tokens: int
 
     @property

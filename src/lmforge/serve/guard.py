@@ -54,6 +54,8 @@ class Settings:
     max_wait_ms: float = 5.0
     log_inputs: bool = False  # keep request inputs in the store (else only their hash)
     limits: Limits = Limits()
+    # explain.control.Guards from --ban / --gate: every generation route enforces them
+    guards: Any = None
 
 
 class ApiError(Exception):

@@ -83,6 +83,47 @@ def format_guards(fmt: s.ResponseFormat | None) -> Guards | None:
     return Guards(json_schema=fmt.json_schema.schema_)
 
 
+def request_guards(fmt: s.ResponseFormat | None, served: Guards | None) -> Guards | None:
+    """The token-level guards of one request: its ``response_format`` and the server's
+    banned phrases (``--ban``)."""
+    from dataclasses import replace
+
+    from lmforge.explain.control import Guards
+
+    guards = format_guards(fmt)
+    banned = list(served.banned) if served is not None else []
+    if not banned:
+        return guards
+    return replace(guards or Guards(), banned=banned)
+
+
+def gated(results: list[GenResult], guards: Guards | None) -> list[GenResult]:
+    """Results whose text the server's ``--gate`` flags, withheld (OpenAI's finish reason
+    ``content_filter``)."""
+    from dataclasses import replace
+
+    if guards is None or guards.gate is None:
+        return results
+    return [
+        replace(r, text="", finish_reason="content_filter") if guards.gate.flags(r.text) else r
+        for r in results
+    ]
+
+
+def check_prompts(texts: list[str], guards: Guards | None, field: str) -> None:
+    """Refuse a request whose prompt text the server's ``--gate`` flags."""
+    from lmforge.serve.guard import ApiError
+
+    if guards is None or guards.gate is None:
+        return
+    for i, text in enumerate(texts):
+        if flag := guards.gate.flags(text):
+            raise ApiError(
+                400, f"{field}[{i}] is refused: the gate classifies it as {flag!r}", field,
+                "content_filter",
+            )  # fmt: skip
+
+
 def add_openai_routes(app: Any, server: Server) -> None:
     from fastapi.responses import StreamingResponse
 
@@ -106,7 +147,7 @@ def add_openai_routes(app: Any, server: Server) -> None:
                 "(--max-texts)", "n",
             )  # fmt: skip
         stops = _stops(body.stop)
-        guards = format_guards(body.response_format)
+        guards = request_guards(body.response_format, server.settings.guards)
         eos = getattr(sm.processor, "eos_token_id", None)
         if guards is not None and eos is not None and eos not in stop_ids:
             stop_ids = [*stop_ids, eos]  # a constrained output ends with EOS once it is whole
@@ -151,7 +192,9 @@ def add_openai_routes(app: Any, server: Server) -> None:
         }
 
     def finish(r: GenResult) -> str:
-        return "length" if r.finish_reason == "length" else "stop"
+        if r.finish_reason in ("length", "content_filter"):
+            return r.finish_reason
+        return "stop"
 
     async def run(
         request: Request,
@@ -172,13 +215,16 @@ def add_openai_routes(app: Any, server: Server) -> None:
             finally:
                 for r in reqs:
                     r.cancelled.set()  # a row still running stops at its next step
+            results = gated(results, server.settings.guards)
             answer = whole(results, usage(results, prompts))
             await server.log(rid, route, inputs, [r.text for r in results])
             return answer
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        for i, r in enumerate(reqs):
-            r.on_text = lambda text, i=i: loop.call_soon_threadsafe(queue.put_nowait, (i, text))
+        gate = server.settings.guards is not None and server.settings.guards.gate is not None
+        for i, r in enumerate(reqs):  # a gated reply is streamed only once checked whole
+            if not gate:
+                r.on_text = lambda text, i=i: loop.call_soon_threadsafe(queue.put_nowait, (i, text))
         await server.log(rid, route, inputs, None)  # logged at start: feedback may follow
 
         async def events() -> AsyncIterator[str]:
@@ -190,8 +236,10 @@ def add_openai_routes(app: Any, server: Server) -> None:
                     yield first
                 while (item := await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))) is not None:  # fmt: skip
                     yield chunk(*item, None)
-                results = task.result()
+                results = gated(task.result(), server.settings.guards)
                 for i, r in enumerate(results):
+                    if gate and r.text:
+                        yield chunk(i, r.text, None)
                     yield chunk(i, "", finish(r))
                 if (body.stream_options or {}).get("include_usage"):
                     yield chunk(-1, usage(results, prompts), None)
@@ -223,6 +271,7 @@ def add_openai_routes(app: Any, server: Server) -> None:
             raise ApiError(422, "echo: not supported by this server", "echo")
         texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         server.check_texts(texts, "prompt")
+        check_prompts(texts, server.settings.guards, "prompt")
         max_tokens = _max_tokens(server, body.max_tokens, 16)
         prompts = [sm.processor(t)["input_ids"] for t in texts]
         reqs = requests_for(prompts, body, max_tokens, server.eos_ids)
@@ -254,6 +303,7 @@ def add_openai_routes(app: Any, server: Server) -> None:
                                f"messages[{i}].content")  # fmt: skip
         messages = [(m.role, m.text()) for m in body.messages]
         server.check_texts([c for _, c in messages], "messages")
+        check_prompts([c for _, c in messages], server.settings.guards, "messages")
         asked = body.max_completion_tokens or body.max_tokens
         field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
         max_tokens = _max_tokens(server, asked, sm.cfg.generation_max_tokens, field)
