@@ -10,6 +10,9 @@ Symmetric, round-to-nearest, no calibration data:
   to a byte: the even input column in the low nibble, the odd one in the high nibble (``uint8``,
   half a byte a weight plus 4 bytes per group).
 
+GPT-2's ``Conv1D`` layers store their weight as (in, out) and are quantized in that stored
+layout (scales per input row / groups of outputs): the file and its reader stay one format.
+
 The file (``WEIGHT_ONLY_FILE``) holds, per quantized Linear ``name``, ``name.weight.qdata`` and
 ``name.weight.scale`` (shape ``(out, in / group)``; int8: ``group = in``), and every other
 tensor of the state dict unchanged under its own name; its metadata says ``bits`` and
@@ -74,9 +77,11 @@ def dequantize_weight(qdata: Any, scale: Any) -> Any:
 
 
 def quantizable_linears(model: Any) -> dict[str, Any]:
-    """Every ``nn.Linear`` by module name, except those whose weight is shared with another
-    parameter (a tied output layer must stay tied to its embedding)."""
+    """Every ``nn.Linear`` and transformers ``Conv1D`` (GPT-2's linear layers) by module name,
+    except those whose weight is shared with another parameter (a tied output layer must stay
+    tied to its embedding)."""
     import torch
+    from transformers.pytorch_utils import Conv1D
 
     counts: dict[int, int] = {}
     for _, p in model.named_parameters(remove_duplicate=False):
@@ -84,7 +89,7 @@ def quantizable_linears(model: Any) -> dict[str, Any]:
     return {
         name: m
         for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and counts.get(id(m.weight), 0) == 1
+        if isinstance(m, torch.nn.Linear | Conv1D) and counts.get(id(m.weight), 0) == 1
     }
 
 
