@@ -86,7 +86,7 @@ def test_task_method_contract(task_name, method, prepared, tmp_path):
         generation_max_tokens=6,
     )
     torch.manual_seed(0)
-    model, processor = task.from_preset(preset, info, tok_dir)
+    model, processor = task.build_from_preset(preset, info, tok_dir)
     model.save_pretrained(tmp_path / "base")
     if (task_name, method) in UNSUPPORTED:
         with pytest.raises(LmforgeError, match="cannot|not support|no "):

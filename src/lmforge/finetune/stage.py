@@ -44,8 +44,7 @@ def model_dir(cfg: FinetuneConfig, ctx: StageContext) -> Path:
 def starting_model(task: Task, cfg: FinetuneConfig, ctx: StageContext, info: Any) -> tuple:
     """(model with the task head, tokenizer or image processor)."""
     if cfg.model.preset is not None:
-        assert task.from_preset is not None
-        return task.from_preset(cfg.model.preset, info, ctx.stage_dir("tokenizer"))
+        return task.build_from_preset(cfg.model.preset, info, ctx.stage_dir("tokenizer"))
     path = model_dir(cfg, ctx)
     processor = task.load_processor(path)
     model = task.load_model(path, info, trust_remote_code=cfg.model.trust_remote_code)

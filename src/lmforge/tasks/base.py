@@ -122,7 +122,8 @@ class Task:
     load_processor: Callable[[Path], Any] = load_tokenizer
     # from-scratch starting points this task accepts as finetune.model.preset
     presets: tuple[str, ...] = ()
-    # (preset, info, tokenizer_dir or None) -> (model, processor), freshly initialised
+    # (preset, info, tokenizer_dir or None) -> (model, processor), freshly initialised; None:
+    # an encoder preset with this task's head (see ``build_from_preset``)
     from_preset: Callable[[str, Any, Path | None], tuple[Any, Any]] | None = None
     preset_uses_tokenizer: bool = True  # text presets are sized to the run's tokenizer
     # (splits, info) -> a classic baseline's test metrics, trained on the same train split
@@ -131,6 +132,15 @@ class Task:
     report: Callable[[dict[str, Any], Any, Path, str], dict[str, str]] | None = None
     # the metric a user reads first (the baseline ratio and the few-shot curve use it)
     main_metric: str = "accuracy"
+
+    def build_from_preset(self, preset: str, info: Any, tokenizer_dir: Path | None) -> tuple:
+        """(model, processor) freshly initialised from ``preset``: the task's own builder, or
+        an encoder preset saved and reloaded with this task's head (``load_model``)."""
+        if self.from_preset is not None:
+            return self.from_preset(preset, info, tokenizer_dir)
+        from lmforge.tasks.heads import encoder_from_preset
+
+        return encoder_from_preset(preset, tokenizer_dir, lambda p: self.load_model(p, info))
 
 
 TASKS: Registry[Task] = Registry("fine-tuning task")

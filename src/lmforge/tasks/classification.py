@@ -205,12 +205,6 @@ def report(scores: dict[str, Any], info: LabelInfo, out: Path, title: str) -> di
     return {"confusion_matrix": "confusion.png"}
 
 
-def from_preset(preset: str, info: LabelInfo, tokenizer_dir: Path | None) -> tuple[Any, Any]:
-    from lmforge.tasks.heads import encoder_from_preset
-
-    return encoder_from_preset(preset, tokenizer_dir, lambda p: load_model(p, info))
-
-
 TASKS.add(
     "classification",
     Task(
@@ -223,7 +217,6 @@ TASKS.add(
         predict,
         metrics,
         presets=ENCODER_PRESETS,
-        from_preset=from_preset,
         baseline=baseline,
         report=report,
     ),

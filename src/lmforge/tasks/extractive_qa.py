@@ -393,12 +393,6 @@ def baseline(splits: Splits, info: QAInfo) -> dict[str, Any]:
     return {"method": "sliding-window (Richardson et al. 2013; SQuAD baseline)", **scores}
 
 
-def from_preset(preset: str, info: QAInfo, tokenizer_dir: Path | None) -> tuple[Any, Any]:
-    from lmforge.tasks.heads import encoder_from_preset
-
-    return encoder_from_preset(preset, tokenizer_dir, lambda p: load_model(p, info))
-
-
 TASKS.add(
     "extractive-qa",
     Task(
@@ -411,7 +405,6 @@ TASKS.add(
         predict,
         metrics,
         presets=ENCODER_PRESETS,
-        from_preset=from_preset,
         baseline=baseline,
         main_metric="f1",
     ),
