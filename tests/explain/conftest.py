@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,7 @@ def keyword_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
     out = []
     for i in range(n):
         label = ("sport", "business", "other")[i % 3]
-        words = rng.choices(FILLER, k=8)
+        words = rng.choices(FILLER, k=9 if label == "other" else 8)  # no length cue
         if label != "other":
             keyword = rng.choice(SPORT if label == "sport" else BUSINESS)
             words.insert(rng.randrange(len(words) + 1), keyword)
@@ -65,25 +66,37 @@ def keyword_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return out
 
 
-def train_keyword_model(
-    path: Path, data: list[tuple[str, str]], labels: list[str], vocab_size: int
-) -> Path:
-    """A 2-layer BERT trained on ``data`` (90 steps, one thread), saved as finetune saves."""
+def fixed_tokenizer(texts: list[str]) -> Any:
+    """A WordPiece tokenizer whose vocabulary is the letters and every word (characters for
+    Chinese) of ``texts``, in sorted order. Trained tokenizers assign ids differently from run
+    to run, so the keyword models, and their borderline predictions, differed too."""
+    from transformers import BertTokenizerFast
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    units = {u for t in texts for u in (t.lower().split() if " " in t else list(t))}
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *(f"##{c}" for c in letters)]
+    vocab += sorted(units - set(vocab))
+    return BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, model_max_length=64)
+
+
+def train_keyword_model(path: Path, data: list[tuple[str, str]], labels: list[str]) -> Path:
+    """A 2-layer BERT trained on ``data`` (150 steps, one thread), saved as finetune saves;
+    the same weights on every run."""
     import torch
-    from helpers import tiny_bert, trained_tokenizer
+    from helpers import tiny_bert
 
     from lmforge.core.manifest import Manifest, write_manifest
 
     torch.manual_seed(0)
-    tok = trained_tokenizer([t for t, _ in data] * 3, vocab_size=vocab_size)
+    tok = fixed_tokenizer([t for t, _ in data])
     model = tiny_bert(vocab_size=len(tok), num_labels=len(labels), num_hidden_layers=2)
     model.config.id2label = dict(enumerate(labels))
     model.config.label2id = {k: i for i, k in enumerate(labels)}
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     model.train()
-    for step in range(90):
+    for step in range(150):
         batch = data[(step * 16) % len(data) : (step * 16) % len(data) + 16]
         enc = tok([t for t, _ in batch], padding=True, return_tensors="pt")
         y = torch.tensor([labels.index(lab) for _, lab in batch])
@@ -110,13 +123,13 @@ def train_keyword_model(
 @pytest.fixture(scope="session")
 def keyword_model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("keyword") / "model"
-    return train_keyword_model(path, keyword_texts(240), ["business", "other", "sport"], 120)
+    return train_keyword_model(path, keyword_texts(240), ["business", "other", "sport"])
 
 
 @pytest.fixture(scope="session")
 def zh_keyword_model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("zh-keyword") / "model"
-    return train_keyword_model(path, zh_keyword_texts(240), ["neg", "other", "pos"], 120)
+    return train_keyword_model(path, zh_keyword_texts(240), ["neg", "other", "pos"])
 
 
 @pytest.fixture

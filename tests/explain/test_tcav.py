@@ -12,11 +12,11 @@ from lmforge.explain.tcav import check_layers, layer_names, tcav
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_sport_concept_moves_the_sport_class_not_the_other_one(keyword_clf):
+def test_sport_concept_moves_the_sport_class_not_business(keyword_clf):
     texts = keyword_texts(60, seed=4)
     concept = [f"the {w} said {w} today" for w in SPORT] * 3
     pool = [t for t, _ in texts]
-    by_class = {lab: [t for t, y in texts if y == lab][:12] for lab in ("sport", "other")}
+    by_class = {lab: [t for t, y in texts if y == lab][:12] for lab in ("sport", "business")}
     scores = {}
     for lab, target_texts in by_class.items():
         results = tcav(
@@ -32,8 +32,8 @@ def test_sport_concept_moves_the_sport_class_not_the_other_one(keyword_clf):
         (r,) = results
         assert r.layer == "layer.1" and 0 <= r.p_value <= 1
         assert r.cav_accuracy > 0.8  # the layer separates sport words from random snippets
-        scores[lab] = r.tcav
-    assert scores["sport"] > scores["other"]
+        scores[lab] = r
+    assert scores["sport"].significant and scores["sport"].tcav > scores["business"].tcav
 
 
 def test_unknown_layer_lists_the_valid_ones(keyword_clf):
