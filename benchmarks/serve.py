@@ -11,13 +11,16 @@ torch thread (``OMP_NUM_THREADS=1``) so they compete for the same single core:
 Each is driven by 16 concurrent clients (asyncio + httpx), for classification (one text per
 request: ``--chars`` characters of a BBC article, 120 by default - a sentence, as intent or
 sentiment requests are; at most 128 tokens) and generation (32 new tokens, greedy). Reported:
-requests/s over the whole burst, p50/p95/p99 latency. Models are random-weight BERT (4 x 256)
+requests/s over the whole burst, p50/p95/p99 latency, and the server process's CPU time per
+request (user + system, from /proc: what a request costs whatever else loads the machine).
+Models are random-weight BERT (4 x 256)
 and Llama (4 x 256) built here with a BPE/WordPiece tokenizer trained on BBC News - throughput
 depends on the shapes, not the weights. Bounded: ``--requests`` per route and ``--max-seconds``
 per burst (a burst that hits the limit reports what finished).
 
     python benchmarks/serve.py [--requests 256] [--gen-requests 48] [--clients 16]
-        [--chars 120] [--max-seconds 120] [--quick] [--out results.json]
+        [--chars 120] [--max-seconds 120] [--quick] [--only classify|generate]
+        [--out results.json]
 """
 
 from __future__ import annotations
@@ -129,6 +132,14 @@ class Server:
                 time.sleep(0.3)
         raise RuntimeError(f"server did not start: {log.read_text()}")
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the server process so far (Linux /proc), else None."""
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -185,6 +196,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--max-seconds", type=float, default=120, help="per burst")
     ap.add_argument("--quick", action="store_true", help="64 / 16 requests")
+    ap.add_argument("--only", choices=["classify", "generate"], help="one route only")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.quick:
@@ -222,25 +234,33 @@ def main() -> None:
         ("classify", cls, "/v1/classify", cls_bodies),
         ("generate", gen, "/v1/completions", gen_bodies),
     ):
+        if args.only not in (None, kind):
+            continue
         for name, cmd in setups.items():
             port = free_port()
             server = Server(cmd(kind, model, port), port, work / f"{kind}-{port}.log")
             try:
+                cpu0 = server.cpu_seconds()
                 r = asyncio.run(burst(server.url, bodies, path, args.clients, args.max_seconds))
+                cpu1 = server.cpu_seconds()
             finally:
                 server.stop()
+            if cpu0 is not None and cpu1 is not None:  # the warm-up request included
+                r["cpu_ms_per_request"] = round((cpu1 - cpu0) * 1000 / (r["requests"] + 1), 2)
             results.setdefault(kind, {})[name] = r
             print(f"{kind:<9} {name:<31} {json.dumps(r)}", flush=True)
     for rows in results.values():
         base = rows["lmforge, batching"]["rps"]
         for r in rows.values():
             r["batching_speedup"] = round(base / r["rps"], 2) if r["rps"] else None
-    print("\n| route | server | req/s | p50 ms | p95 ms | p99 ms | batching is x faster |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| route | server | req/s | p50 ms | p95 ms | p99 ms | CPU ms/request | "
+          "batching is x faster |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for kind, rows in results.items():
         for name, r in rows.items():
             print(f"| {kind} | {name} | {r['rps']} | {r['p50_ms']} | {r['p95_ms']} | "
-                  f"{r['p99_ms']} | {r['batching_speedup']} |")  # fmt: skip
+                  f"{r['p99_ms']} | {r.get('cpu_ms_per_request', '-')} | "
+                  f"{r['batching_speedup']} |")  # fmt: skip
     if args.out:
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
                                         "results": results}, indent=2))  # fmt: skip
