@@ -53,7 +53,11 @@ def screenshot(run: Path, out: Path, sections: list[str], max_height: int, max_k
     image = Image.open(io.BytesIO(png)).convert("RGB")
     while True:
         data = io.BytesIO()
-        image.quantize(256, dither=Image.Dither.NONE).save(data, "PNG", optimize=True)
+        # a palette of the whole page bands the heatmaps' colour bars: RGB when it fits
+        image.save(data, "PNG", optimize=True)
+        if data.tell() > max_kb * 1024:
+            data = io.BytesIO()
+            image.quantize(256).save(data, "PNG", optimize=True)
         if data.tell() <= max_kb * 1024 or image.width <= 640:
             break
         image = image.resize((int(image.width * 0.9), int(image.height * 0.9)), Image.LANCZOS)
