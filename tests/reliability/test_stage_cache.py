@@ -144,13 +144,16 @@ def test_a_damaged_entry_is_reported_dropped_and_rebuilt(tmp_path, capsys, store
     assert files(tmp_path / "third" / "data") == files(first / "data")
 
 
-def test_no_cache_neither_reads_nor_writes_the_cache(tmp_path, capsys, store, builds):
+def test_no_cache_neither_reads_nor_writes_the_cache(tmp_path, capsys, store, builds, monkeypatch):
     recipe = tiny_recipe(tmp_path)
     assert cli(capsys, "run", str(recipe), "--out", str(tmp_path / "a"), "--no-cache")[0] == 0
+    with monkeypatch.context() as env:
+        env.setenv("LMFORGE_NO_CACHE", "1")  # the same for every command
+        assert cli(capsys, "tokenizer", str(recipe), "--out", str(tmp_path / "e"))[0] == 0
     assert entries(store) == {}
     assert cli(capsys, "run", str(recipe), "--out", str(tmp_path / "b"))[0] == 0
     assert cli(capsys, "run", str(recipe), "--out", str(tmp_path / "c"), "--no-cache")[0] == 0
-    assert (builds["data"], builds["tokenizer"]) == (3, 3)
+    assert (builds["data"], builds["tokenizer"]) == (4, 4)
     assert all("from_cache" not in entry for entry in stages(tmp_path / "c").values())
 
 
