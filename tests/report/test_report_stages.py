@@ -205,3 +205,11 @@ def test_improve_failed_says_so(run):
     shutil.rmtree(run / "improve")
     improve = sections_of(build_report(run))["improve"]
     assert "stage failed: no correction" in improve and "Test scores" not in improve
+
+
+def test_an_attention_figure_named_otherwise_is_still_shown(run):
+    from PIL import Image
+
+    Image.new("RGB", (60, 40), "red").save(run / "explain/attention/head_importance.png")
+    explain = sections_of(build_report(run))["explain"]
+    assert 'alt="head_importance"' in explain and "could not be drawn" not in explain

@@ -87,13 +87,14 @@ def _faithfulness(m: dict[str, Any]) -> list[Block]:
 
 def _attention(view: StageView) -> list[Block]:
     """The heatmaps, one row per example (its layers, then the rollout), within a budget."""
-    folder = view.dir / ATTENTION_DIR if view.dir is not None else None
-    if folder is None or not folder.is_dir():
+    if view.dir is None or not (view.dir / ATTENTION_DIR).is_dir():
         return []
+    root = view.dir
     examples: dict[int, list[tuple[int, str, Path]]] = {}
-    for path in folder.glob("*.png"):
+    for path in sorted((root / ATTENTION_DIR).glob("*.png")):
         match = re.fullmatch(r"ex(\d+)_(?:layer(\d+)|(rollout))\.png", path.name)
-        if match is None:
+        if match is None:  # a figure named otherwise: shown after the examples, by its name
+            examples.setdefault(1_000_000, []).append((0, path.stem, path))
             continue
         ex, layer = int(match.group(1)), match.group(2)
         order = int(layer) if layer is not None else 1_000_000  # the rollout last
@@ -104,11 +105,8 @@ def _attention(view: StageView) -> list[Block]:
     for ex in sorted(examples):
         figures: list[Block] = []
         for _, what, path in sorted(examples[ex]):
-            fig = (
-                image(path, f"Example {ex + 1}: {what}", ATTENTION_WIDTH)
-                if used < ATTENTION_BUDGET
-                else None
-            )
+            caption = f"Example {ex + 1}: {what}" if ex != 1_000_000 else what
+            fig = image(path, caption, ATTENTION_WIDTH) if used < ATTENTION_BUDGET else None
             if fig is None:
                 left.append(f"{view.name}/{ATTENTION_DIR}/{path.name}")
                 continue
@@ -119,7 +117,7 @@ def _attention(view: StageView) -> list[Block]:
     if not blocks:
         return []
     intro = "Attention of each test example (rows: the attending token, columns: the attended)."
-    if (view.dir / "attention.html").is_file():  # type: ignore[operator]
+    if (root / "attention.html").is_file():
         intro += f" Every layer and head: {view.name}/attention.html (interactive)."
     out: list[Block] = [Text(intro)]
     if len(blocks) > 1:
