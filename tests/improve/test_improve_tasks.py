@@ -57,7 +57,7 @@ def translation_case(tmp):
     from lmforge.tasks import TASKS
     from lmforge.tasks.translation import PairInfo
 
-    docs = load_builtin("hk-parallel", limit=60)
+    docs = load_builtin("hk-parallel", limit=40)
     rows = [{"zh": d.text, "en": d.label} for d in docs]
     tok = tmp / "tok"
     trained_tokenizer([d.text for d in docs] + [d.label for d in docs], "bpe", 600, 64
@@ -66,12 +66,12 @@ def translation_case(tmp):
     base = tmp / "base"
     model.save_pretrained(base)
     tokenizer.save_pretrained(base)
-    data = {"train": write_jsonl(tmp / "train.jsonl", rows[:30]),
-            "test": write_jsonl(tmp / "test.jsonl", rows[30:36]),
+    data = {"train": write_jsonl(tmp / "train.jsonl", rows[:16]),
+            "test": write_jsonl(tmp / "test.jsonl", rows[16:20]),
             "text_column": "zh", "label_column": "en"}  # fmt: skip
     section = {"task": "translation", "method": "full", "model": {"path": str(base)},
-               "generation_max_tokens": 8}  # fmt: skip
-    corrections = [("/v1/translate", [d.text], d.label) for d in docs[36:44]]
+               "generation_max_tokens": 8, "batch_size": 32}  # fmt: skip
+    corrections = [("/v1/translate", [d.text], d.label) for d in docs[20:24]]
     return section | {"data": data}, corrections, "bleu"
 
 
