@@ -32,6 +32,7 @@ ratios are medians over repeats.
 
     python benchmarks/nanogpt.py --nanogpt /path/to/nanoGPT [--iters 2000] [--threads 1]
         [--repeats 1] [--lmforge same-shape,recipe] [--recipe-steps N] [--json out.json]
+    python benchmarks/nanogpt.py --nanogpt /path/to/nanoGPT --step-times  # per-step ratios only
 """
 
 from __future__ import annotations
@@ -296,6 +297,78 @@ def run_lmforge(label: str, overrides: list[str], threads: int) -> dict:
     return result
 
 
+# ---------------------------------------------------------------- per-step time, one process
+
+
+def step_times(clone: Path, threads: int, rounds: int = 6, steps: int = 10) -> None:
+    """Training-step time of nanoGPT's model and lmforge's at the README shape, interleaved in
+    one process (A, B, C, D, A, ...) so machine load hits all alike; prints the medians. The
+    same optimizer (AdamW) for all: this times the models, not the training loops."""
+    from transformers.activations import ACT2FN
+
+    from lmforge.models import build_model
+    from lmforge.models.spec import ModelSpec
+
+    torch.set_num_threads(threads)
+    spec = importlib.util.spec_from_file_location("nanogpt_model", clone / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(SEED)
+    shape = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": SCORE_BLOCK}
+    ng = module.GPT(module.GPTConfig(vocab_size=77, dropout=0.0, bias=False, **shape))
+    lm_spec = ModelSpec(
+        preset="gpt-tiny", layers=4, heads=4, hidden=128, intermediate=512, context=64, dropout=0
+    )
+    specials = {"eos": 0, "bos": None, "pad": None}
+
+    def lmforge_model(activation: str | None = None) -> torch.nn.Module:
+        model = build_model(lm_spec, "clm", 259, specials)
+        if activation:  # the GELU GPT presets used before: GPT-2's "gelu_new" (5 autograd ops)
+            for block in model.transformer.h:
+                block.mlp.act = ACT2FN[activation]
+        return model
+
+    x = torch.randint(0, 77, (12, SCORE_BLOCK + 1))
+    xi, yi = x[:, :-1].contiguous(), x[:, 1:].contiguous()
+
+    def stepper(model: torch.nn.Module, hf: bool, bf16: bool = False):  # noqa: ANN202
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
+
+        def step() -> None:
+            amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+            with amp:
+                loss = model(input_ids=xi, labels=xi).loss if hf else model(xi, yi)[1]
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+
+    runs = {
+        "nanoGPT (fp32)": stepper(ng, False),
+        "lmforge, gelu_new (before)": stepper(lmforge_model("gelu_new"), True),
+        "lmforge (fp32)": stepper(lmforge_model(), True),
+        "lmforge (bf16 autocast)": stepper(lmforge_model(), True, bf16=True),
+    }
+    seconds: dict[str, list[float]] = {k: [] for k in runs}
+    for step in runs.values():
+        for _ in range(3):
+            step()  # warm-up
+    for _ in range(rounds):
+        for name, step in runs.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            seconds[name].append((time.perf_counter() - t0) / steps)
+    ref = statistics.median(seconds["nanoGPT (fp32)"])
+    print(f"\n| training step, 12 x 64 tokens, {threads} thread(s) | ms/step | ratio to nanoGPT |")
+    print("|---|---:|---:|")
+    for name, values in seconds.items():
+        t = statistics.median(values)
+        print(f"| {name} | {t * 1e3:.1f} | {t / ref:.2f} |")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -321,6 +394,9 @@ def main() -> None:
     p.add_argument("--recipe-steps", type=int, default=None, help="max_steps of 'recipe'")
     p.add_argument("--skip-nanogpt", action="store_true", help="lmforge contenders only")
     p.add_argument("--json", type=Path, default=None, help="write all results here")
+    p.add_argument(
+        "--step-times", action="store_true", help="only time training steps, in one process"
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--overrides", default="[]", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -328,6 +404,8 @@ def main() -> None:
         return run_lmforge_worker(args)
     if not args.skip_nanogpt and (args.nanogpt is None or not (args.nanogpt / "train.py").exists()):
         raise SystemExit("--nanogpt must name a nanoGPT clone (with train.py)")
+    if args.step_times:
+        return step_times(args.nanogpt, args.threads)
     torch.set_num_threads(args.threads)
     train_plays, held_out = split_plays(plays())
     print(
