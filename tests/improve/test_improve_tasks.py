@@ -24,7 +24,7 @@ def ner_case(tmp):
     docs = [d for d in load_builtin("peoples-daily-ner", limit=300) if len(d.tokens) <= 60]
     docs = [d for d in docs if [w for w, _, _ in words(d.text)] == d.tokens]  # one word a char
     rows = [{"tokens": d.tokens, "tags": d.tags} for d in docs]
-    base = local_encoder(tmp / "base", [d.text for d in docs], vocab_size=800)
+    base = local_encoder(tmp / "base", [d.text for d in docs])
     data = {"train": write_jsonl(tmp / "train.jsonl", rows[:40]),
             "test": write_jsonl(tmp / "test.jsonl", rows[40:50]),
             "text_column": "tokens", "label_column": "tags"}  # fmt: skip

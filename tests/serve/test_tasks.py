@@ -15,6 +15,9 @@ def test_words_split_chinese_per_character_and_keep_offsets():
     assert [w for w, _, _ in spans][:6] == ["张", "三", "在", "北", "京", ","]
     assert all(text[s:e] == w for w, s, e in spans)
     assert ("Ann", 7, 10) in spans and ("Bob", 16, 19) in spans
+    # People's Daily: full-width digits and letters are one token each, as CJK characters
+    assert [w for w, _, _ in words("１９９８年ＡＰＥＣ会议 in 1998")] == [
+        *"１９９８年ＡＰＥＣ会议", "in", "1998"]  # fmt: skip
 
 
 def test_entities_from_bio_tags_with_offsets_into_the_original_text():

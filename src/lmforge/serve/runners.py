@@ -15,10 +15,12 @@ from lmforge.core.errors import LmforgeError
 from lmforge.data.document import Document
 from lmforge.serve.loader import ServedModel
 
-# NER words: one CJK character each (as People's Daily is annotated), else a run of word
-# characters, else one punctuation mark (CoNLL tokenisation); spaces separate and are dropped
+# NER words: one CJK character each (as People's Daily is annotated), full-width digits and
+# letters too ("１９９８" is four tokens there), else a run of word characters, else one
+# punctuation mark (CoNLL tokenisation); spaces separate and are dropped
 _WORD = re.compile(
-    r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]|[^\W_]+|[^\w\s]|_+"
+    r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af\uff01-\uff5e]"
+    r"|[^\W_]+|[^\w\s]|_+"
 )
 
 
