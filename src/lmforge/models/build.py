@@ -29,10 +29,10 @@ NSP_MODEL_TYPES = frozenset({"bert", "megatron-bert", "mobilebert", "ernie"})
 
 
 def wanted_kind(objective: str) -> str:
-    """``decoder`` for clm, ``encoder`` for mlm and mlm+nsp."""
-    if objective not in ("clm", "mlm", "mlm+nsp"):
+    """``decoder`` for clm, ``encoder`` for mlm, mlm+nsp and electra."""
+    if objective not in ("clm", "mlm", "mlm+nsp", "electra"):
         raise LmforgeError(
-            f"pretrain.objective: unknown objective {objective!r} (clm, mlm, mlm+nsp)"
+            f"pretrain.objective: unknown objective {objective!r} (clm, mlm, mlm+nsp, electra)"
         )
     return "decoder" if objective == "clm" else "encoder"
 
@@ -63,7 +63,7 @@ def build_config(
     Raises:
         LmforgeError: preset and objective disagree, or a shape is impossible.
     """
-    from transformers import BertConfig, GPT2Config, LlamaConfig
+    from transformers import BertConfig, ElectraConfig, GPT2Config, LlamaConfig
 
     p = resolve_preset(spec)
     if p.kind != wanted_kind(objective):
@@ -124,6 +124,20 @@ def build_config(
             eos_token_id=eos,
             pad_token_id=pad,
         )
+    if objective == "electra":  # the discriminator; pretrain/electra.py derives the generator
+        return ElectraConfig(
+            vocab_size=vocab_size,
+            embedding_size=p.hidden,
+            num_hidden_layers=p.layers,
+            num_attention_heads=p.heads,
+            hidden_size=p.hidden,
+            intermediate_size=p.intermediate,
+            max_position_embeddings=p.context,
+            type_vocab_size=2,
+            pad_token_id=pad,
+            hidden_dropout_prob=p.dropout,
+            attention_probs_dropout_prob=p.dropout,
+        )
     return BertConfig(
         vocab_size=vocab_size,
         num_hidden_layers=p.layers,
@@ -149,11 +163,13 @@ def _divisor_near(n: int, k: int) -> int:
 def _auto_class(objective: str) -> type:
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForPreTraining
 
-    # AutoModelForPreTraining maps bert -> BertForPreTraining (MLM + NSP heads)
+    # AutoModelForPreTraining maps bert -> BertForPreTraining (MLM + NSP heads) and
+    # electra -> ElectraForPreTraining (the replaced-token discriminator)
     return {
         "clm": AutoModelForCausalLM,
         "mlm": AutoModelForMaskedLM,
         "mlm+nsp": AutoModelForPreTraining,
+        "electra": AutoModelForPreTraining,
     }[objective]
 
 
@@ -202,6 +218,8 @@ def check_objective(config: dict, objective: str, where: str) -> None:
         ok = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not encoder
     elif objective == "mlm":
         ok = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    elif objective == "electra":
+        ok = model_type == "electra"
     else:
         ok = model_type in NSP_MODEL_TYPES
     if not ok:

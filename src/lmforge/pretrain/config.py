@@ -9,15 +9,34 @@ from pydantic import Field, model_validator
 from lmforge.core.schema import Device, FractionCO, LearningRate, PositiveInt, StrictModel
 from lmforge.models.spec import ModelSpec
 
-Objective = Literal["clm", "mlm", "mlm+nsp"]
+Objective = Literal["clm", "mlm", "mlm+nsp", "electra"]
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
+
+
+class ElectraOptions(StrictModel):
+    """ELECTRA replaced-token detection (objective electra; pretrain/electra.py)."""
+
+    generator_size: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Generator width, heads and MLP as a fraction of the discriminator's "
+        "(the paper: 1/4 to 1/3); same depth, shared embeddings.",
+    )
+    disc_weight: float = Field(
+        50.0, gt=0, description="Weight of the discriminator's loss (the paper's lambda = 50)."
+    )
 
 
 class PretrainConfig(StrictModel):
     """Self-supervised training of a Transformer: causal LM or masked LM (+NSP)."""
 
     model: ModelSpec = Field(default_factory=ModelSpec, description="Model preset or local model.")
-    objective: Objective = Field("clm", description="clm (GPT-style), mlm (BERT-style) or mlm+nsp.")
+    objective: Objective = Field(
+        "clm",
+        description="clm (GPT-style), mlm (BERT-style), mlm+nsp, or electra (replaced-token "
+        "detection: a small MLM generator and the discriminator that is saved).",
+    )
     block_size: PositiveInt = Field(128, description="Tokens per training sequence.")
     batch_size: PositiveInt = Field(16, description="Sequences per micro-batch (per process).")
     grad_accum: PositiveInt = Field(1, description="Micro-batches per optimizer step.")
@@ -68,6 +87,9 @@ class PretrainConfig(StrictModel):
         False,
         description="MLM: mask all pieces of a word together (Chinese words by jieba's "
         "segmenter, rjieba).",
+    )
+    electra: ElectraOptions = Field(
+        default_factory=ElectraOptions, description="objective electra: generator and loss weight."
     )
     nsp_probability: float = Field(
         0.5, gt=0, lt=1, description="mlm+nsp: share of pairs with a random next sentence."

@@ -34,9 +34,8 @@ def evaluate(
     seed: int,
 ) -> dict[str, float]:
     per_rank = cfg.batch_size // dist.world_size
-    sums = torch.zeros(
-        5, dtype=torch.float64, device=device
-    )  # loss, tokens, correct, nsp ok, nsp n
+    # loss, tokens, correct, nsp ok, nsp n; electra: rtd bce, rtd ok, rtd n, replaced
+    sums = torch.zeros(9, dtype=torch.float64, device=device)
     for b in range(cfg.eval_batches):
         start = b * cfg.batch_size + dist.rank * per_rank
         if start >= num_val:
@@ -67,9 +66,18 @@ def evaluate(
                 out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]
             ).sum()
             sums[4] += batch["next_sentence_label"].numel()
+        if getattr(out, "rtd_logits", None) is not None:  # electra's discriminator
+            scored, replaced = out.rtd_mask, out.replaced
+            rtd = out.rtd_logits.float()[scored]
+            sums[5] += F.binary_cross_entropy_with_logits(
+                rtd, replaced[scored].float(), reduction="sum"
+            )
+            sums[6] += ((rtd > 0) == replaced[scored]).sum()
+            sums[7] += scored.sum()
+            sums[8] += replaced[scored].sum()
     if dist.enabled:
         torch.distributed.all_reduce(sums)
-    loss_sum, tokens, correct, nsp_ok, nsp_n = sums.tolist()
+    loss_sum, tokens, correct, nsp_ok, nsp_n, rtd_loss, rtd_ok, rtd_n, replaced = sums.tolist()
     if tokens == 0:
         return {}
     loss = loss_sum / tokens
@@ -80,6 +88,10 @@ def evaluate(
         out_metrics["token_accuracy"] = correct / tokens
     if nsp_n:
         out_metrics["nsp_accuracy"] = nsp_ok / nsp_n
+    if rtd_n:  # the baseline calls every token original
+        out_metrics["rtd_loss"] = rtd_loss / rtd_n
+        out_metrics["rtd_accuracy"] = rtd_ok / rtd_n
+        out_metrics["rtd_baseline_accuracy"] = 1 - replaced / rtd_n
     return out_metrics
 
 

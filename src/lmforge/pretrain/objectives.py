@@ -98,7 +98,7 @@ def _pack(
         pack = windows_clm if clm_windows else pack_clm
         return Blocks(pack(tokenize_texts(tokenizer, texts), block_size, tokenizer.eos_token_id))
     cls_id, sep_id = cls_sep_ids(tokenizer)
-    if objective == "mlm":
+    if objective in ("mlm", "electra"):  # electra: MLM masks, the generator fills them
         return Blocks(pack_mlm(tokenize_texts(tokenizer, texts), block_size, cls_id, sep_id))
     sentences = [split_sentences(t) for t in texts]
     flat = tokenize_texts(tokenizer, [s for doc in sentences for s in doc])

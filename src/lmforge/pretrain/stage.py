@@ -120,11 +120,23 @@ def plot_loss(history: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.legend()
 
 
+def _build(cfg: PretrainConfig, vocab_size: int, specials: dict[str, int | None]):  # noqa: ANN202
+    """The model the loop trains: a stock transformers model, or ELECTRA's generator +
+    discriminator pair (which saves the discriminator as the stage's model)."""
+    from lmforge.models import build_model
+
+    if cfg.objective == "electra":
+        from lmforge.pretrain.electra import build_electra
+
+        return build_electra(cfg, vocab_size, specials)
+    return build_model(cfg.model, cfg.objective, vocab_size, specials)
+
+
 def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
     import torch
 
     from lmforge.core.hardware import matmul_peak_flops, stage_device
-    from lmforge.models import build_model, count_params, flops_per_token, special_token_ids
+    from lmforge.models import count_params, flops_per_token, special_token_ids
     from lmforge.pretrain.evaluate import unigram_loss
     from lmforge.pretrain.loop import train
     from lmforge.pretrain.parallel import gather_state, uses_fsdp
@@ -140,7 +152,7 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
     data = prepare_data(cfg, tokenizer, data_dir, ctx.recipe.seed)
     specials = special_token_ids(tokenizer)
     torch.manual_seed(ctx.recipe.seed)  # the model's initial weights
-    model = build_model(cfg.model, cfg.objective, len(tokenizer), specials)
+    model = _build(cfg, len(tokenizer), specials)
     check_fit(cfg, model, tokenizer)
     params = count_params(model)
     n_train, n_val = len(data.train.input_ids), len(data.val.input_ids)
@@ -204,7 +216,7 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
     if uses_fsdp(cfg):  # sharded parameters: gather them (every rank) into a plain model
         weights, _ = gather_state(model)
         if ctx.dist.is_main:
-            model = build_model(cfg.model, cfg.objective, len(tokenizer), specials)
+            model = _build(cfg, len(tokenizer), specials)
             model.load_state_dict(weights, strict=False)  # tied weights come once
     if ctx.dist.is_main:
         model.save_pretrained(work / "model")  # safetensors
