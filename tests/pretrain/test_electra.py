@@ -144,3 +144,34 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_checkpoint_restores_both_halves_and_keeps_the_sharing(tmp_path):
+    """Exact resume needs the generator too, and the shared embedding must stay one tensor
+    (safetensors refuses or duplicates shared tensors if handled naively)."""
+    from lmforge.pretrain.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+
+    model = tiny_rtd(50)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(
+        *mask_tokens(
+            torch.arange(3, 19).expand(4, 16),
+            mask_id=2,
+            vocab_size=50,
+            special_ids={0, 1, 2},
+            probability=0.3,
+            generator=torch.Generator().manual_seed(0),
+        )
+    ).loss.backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path, model, optimizer, TrainerState(step=1), keep=1)
+    fresh = tiny_rtd(50)
+    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
+    assert load_checkpoint(path, fresh, fresh_optimizer, torch.device("cpu")).step == 1
+    for (name, saved), (_, restored) in zip(
+        model.state_dict().items(), fresh.state_dict().items(), strict=True
+    ):
+        assert torch.equal(saved, restored), name
+    shared = fresh.discriminator.electra.embeddings.word_embeddings.weight
+    assert fresh.generator.generator_lm_head.weight is shared
+    assert fresh.generator.electra.embeddings is fresh.discriminator.electra.embeddings
