@@ -140,8 +140,9 @@ def train_toy(model: Any, cfg: Any, work: Path) -> Any:
 
 def local_encoder(path: Path, texts: list[str], vocab_size: int = 2000) -> Path:
     """A model directory as a user would have one: a 1-layer BERT classifier + its tokenizer."""
-    trained_tokenizer(texts, vocab_size=vocab_size).save_pretrained(path)
-    tiny_bert(vocab_size=vocab_size, num_hidden_layers=1).save_pretrained(path)
+    tok = trained_tokenizer(texts, vocab_size=vocab_size)  # may hold a few more (the alphabet)
+    tok.save_pretrained(path)
+    tiny_bert(vocab_size=len(tok), num_hidden_layers=1).save_pretrained(path)
     return path
 
 
