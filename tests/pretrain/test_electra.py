@@ -12,7 +12,7 @@ from pretrain_tiny import base_recipe, pretrain_section, write_recipe
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 from lmforge.cli import main
-from lmforge.pretrain.electra import ElectraRTD, generator_config
+from lmforge.pretrain.electra import ElectraRTD, generator_config, warn_if_untrained
 from lmforge.pretrain.mlm import mask_tokens
 
 TINY_ELECTRA = {
@@ -175,3 +175,9 @@ def test_checkpoint_restores_both_halves_and_keeps_the_sharing(tmp_path):
     shared = fresh.discriminator.electra.embeddings.word_embeddings.weight
     assert fresh.generator.generator_lm_head.weight is shared
     assert fresh.generator.electra.embeddings is fresh.discriminator.electra.embeddings
+
+
+def test_a_discriminator_stuck_on_the_prior_is_flagged():
+    assert warn_if_untrained({"rtd_accuracy": 0.851, "rtd_baseline_accuracy": 0.851})
+    assert not warn_if_untrained({"rtd_accuracy": 0.93, "rtd_baseline_accuracy": 0.85})
+    assert not warn_if_untrained({"loss": 2.0})  # not an ELECTRA run

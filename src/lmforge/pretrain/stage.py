@@ -184,6 +184,11 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
         recipe_hash=ctx.input_hash,
     )
 
+    if cfg.objective == "electra" and ctx.dist.is_main:
+        from lmforge.pretrain.electra import warn_if_untrained
+
+        warn_if_untrained(result.final_eval)
+
     # ---------------------------------------------------------------- save
     flops = flops_per_token(model.config, cfg.block_size)
     precision = result.precision.precision if result.precision else cfg.precision
