@@ -67,7 +67,7 @@ def save_compressed(
     history = [*base.settings.get("compress", []), {"format": fmt, **settings}]
     manifest = dataclasses.replace(
         base,
-        kind="full",
+        kind="pretrained" if base.kind == "pretrained" else "full",  # a headless LM stays one
         location=location,
         base=None,
         settings={**old, "format": fmt, "compress": history},

@@ -64,7 +64,11 @@ class DistillStep(StepBase):
         description="Hidden-state distance: 'mse' (TinyBERT) or 'cosine' (1 - cosine "
         "similarity, DistilBERT), over real tokens.",
     )
-    epochs: PositiveInt = Field(3, description="Training epochs over the fine-tune train split.")
+    epochs: PositiveInt = Field(
+        3,
+        description="Training epochs over the fine-tune train split (a pretrained causal LM: "
+        "over the data stage's train split, packed into blocks as pretraining packed it).",
+    )
     lr: LearningRate = Field(1e-4, description="Peak AdamW learning rate of the student.")
     batch_size: PositiveInt = Field(16, description="Examples per step.")
 
@@ -175,12 +179,14 @@ Step = Annotated[DistillStep | PruneStep | QuantizeStep | ExportStep, Field(disc
 
 
 class CompressConfig(StrictModel):
-    """Compress the fine-tuned model step by step; score every artefact on the test split."""
+    """Compress the fine-tuned model (or the pretrained causal LM) step by step; score every
+    artefact on the test split (a causal LM: held-out perplexity)."""
 
     model: str = Field(
         "finetune",
         description="The source model: 'finetune' (this run's merged model, else model/), "
-        "'pretrain' (this run's causal LM: GGUF export only) or a model directory lmforge "
+        "'pretrain' (this run's pretrained LM: a causal LM is distilled on the run's corpus and "
+        "scored by held-out perplexity, or exported to GGUF) or a model directory lmforge "
         "saved. It is never modified.",
     )
     steps: list[Step] = Field(
@@ -189,7 +195,9 @@ class CompressConfig(StrictModel):
         "...its keys} (README, 'Compress and export').",
     )
     max_examples: PositiveInt | None = Field(
-        None, description="Score each artefact on at most this many test examples."
+        None,
+        description="Score each artefact on at most this many test examples (a pretrained "
+        "causal LM: held-out blocks).",
     )
     latency_batch_sizes: list[PositiveInt] = Field(
         [1, 32],

@@ -17,7 +17,9 @@ start when the widths agree; discarded after training), with D = MSE (TinyBERT) 
 The student starts either from the teacher's own weights with every other layer kept
 (DistilBERT's initialisation: layers 0, 2, 4, ... plus embeddings and head; BERT, Llama and
 GPT-2 layouts) or from a fresh preset of the task on the teacher's tokenizer. It trains with
-the finetune stage's loop on the fine-tune train split.
+the finetune stage's loop on the fine-tune train split - or, for a pretrain stage's causal LM
+(no task), on the run's corpus packed into blocks as pretraining packed it (``compress.lm``),
+where the KL is taken on every next-token distribution and the hard loss is the LM loss.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from typing import Any
 from lmforge.compress.artifact import Compressed, load_compressed, save_compressed
 from lmforge.compress.methods import METHODS, Method, StepRun
 
-TASKS = ("classification", "token-classification", "instruction")
+# "pretrained": a pretrain stage's causal LM, trained on the run's own corpus (compress.lm)
+TASKS = ("classification", "token-classification", "instruction", "pretrained")
 IGNORE = -100  # label of positions no loss is taken on (transformers' convention)
 
 
@@ -229,27 +232,51 @@ def check_teacher(run: StepRun, teacher: Any, info: Any) -> None:
         )
 
 
+def make_student(run: StepRun, teacher: Any, processor: Any, task: Any, info: Any) -> Any:
+    """The step's student: the teacher's every other layer, or a fresh preset (of the task, or
+    a decoder preset for a pretrained causal LM: ``task`` None)."""
+    step = run.step
+    if step.student == "every-other-layer":
+        try:
+            return every_other_layer(teacher)
+        except ValueError as e:
+            raise run.fail("student", str(e)) from None
+    from lmforge.tasks.instruction import DECODER_PRESETS
+
+    presets = task.presets if task is not None else DECODER_PRESETS
+    if step.student not in presets:
+        raise run.fail(
+            "student",
+            f"{step.student!r} is not 'every-other-layer' or a preset ({', '.join(presets)})",
+        )
+    if task is not None:
+        return preset_student(step.student, teacher, processor, task, info)
+    from lmforge.models.build import build_model, special_token_ids
+    from lmforge.models.spec import ModelSpec
+
+    # the teacher's vocabulary size: the KL compares next-token distributions entry by entry
+    spec = ModelSpec(preset=step.student)
+    return build_model(spec, "clm", teacher.config.vocab_size, special_token_ids(processor))
+
+
 def run_distill(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
+    from lmforge.compress.lm import is_causal_lm
     from lmforge.finetune.train import fit
 
     step = run.step
-    teacher, processor, task, info = load_compressed(run.source.path)
-    check_teacher(run, teacher, info)
+    causal_lm = is_causal_lm(run.source)  # a pretrain stage's LM: trains on the run's corpus
+    if causal_lm:
+        from lmforge.compress.gguf import load_causal_lm
+
+        teacher, processor = load_causal_lm(run.source.path)
+        task = info = None
+    else:
+        teacher, processor, task, info = load_compressed(run.source.path)
+        check_teacher(run, teacher, info)
     teacher = teacher.float().eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    if step.student == "every-other-layer":
-        try:
-            student = every_other_layer(teacher)
-        except ValueError as e:
-            raise run.fail("student", str(e)) from None
-    else:
-        if step.student not in task.presets:
-            raise run.fail(
-                "student",
-                f"{step.student!r} is not 'every-other-layer' or a preset ({', '.join(task.presets)})",
-            )
-        student = preset_student(step.student, teacher, processor, task, info)
+    student = make_student(run, teacher, processor, task, info)
     for p in student.parameters():
         p.requires_grad_(True)
     n_teacher = sum(p.numel() for p in teacher.parameters())
@@ -261,7 +288,13 @@ def run_distill(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
             "be smaller (pick a smaller preset)",
         )
     train, val = run.train_data()
-    causal = task.peft_task == "CAUSAL_LM"
+    causal = causal_lm or task.peft_task == "CAUSAL_LM"
+    facts: dict[str, Any] = {}
+    if causal_lm:
+        from lmforge.compress.lm import mean_kl, perplexity
+
+        facts["student_perplexity_before"] = perplexity(student.eval(), val)["perplexity"]
+        facts["kl_to_teacher_before"] = mean_kl(student, teacher, val)
     history = fit(
         _pair(student, teacher, step, causal),
         train,
@@ -271,7 +304,10 @@ def run_distill(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
         batch_size=step.batch_size,
         seed=run.seed,
     )
-    student.eval().save_pretrained(run.out)
+    student.eval()
+    if causal_lm:  # the held-out KL the training lowered (T = 1, nats per token)
+        facts["kl_to_teacher_after"] = mean_kl(student, teacher, val)
+    student.save_pretrained(run.out)
     processor.save_pretrained(run.out)
     art = save_compressed(
         run.out,
@@ -286,6 +322,7 @@ def run_distill(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
         "teacher_params": n_teacher,
         "student_params": n_student,
         "param_ratio": n_student / n_teacher,
+        **facts,
         "history": history,
     }
     return art, facts

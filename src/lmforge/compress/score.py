@@ -91,15 +91,23 @@ def latency(model: Any, batches: dict[int, dict[str, Any]], repeats: int) -> dic
     return out
 
 
+def load_model(path: Path, threads: int | None = None) -> Any:
+    """The model of any artefact: a task's (``load_compressed``), or a pretrained causal LM's."""
+    from lmforge.compress.artifact import artifact_format, load_compressed
+    from lmforge.compress.lm import is_causal_lm, load_lm
+
+    if is_causal_lm(artifact_format(path)):
+        return load_lm(path)
+    return load_compressed(path, threads=threads)[0]
+
+
 def _child(path: str, batches: dict, repeats: int, threads: int, conn: Any) -> None:
     import torch
 
     torch.set_num_threads(threads)
     try:
-        from lmforge.compress.artifact import load_compressed
-
         t0 = time.perf_counter()
-        model, _, _, _ = load_compressed(Path(path), threads=threads)
+        model = load_model(Path(path), threads)
         result = latency(model, batches, repeats)
         result["load_seconds"] = time.perf_counter() - t0
         result["peak_rss_mb"] = peak_rss_mb()
@@ -143,12 +151,23 @@ def input_batches(path: Path, docs: list[Any], fcfg: Any, sizes: list[int]) -> d
     return out
 
 
+# quality metrics where a smaller number is the better model
+LOWER_IS_BETTER = frozenset({"perplexity", "loss"})
+
+
+def better_quality(point: dict[str, Any]) -> float:
+    """The point's quality oriented so that larger is better (perplexity negated)."""
+    q = point["quality"]
+    return -q if point.get("quality_metric") in LOWER_IS_BETTER else q
+
+
 def pareto_front(points: list[dict[str, Any]]) -> list[str]:
-    """Names of the points no other point beats on quality, batch-1 latency and size at once."""
+    """Names of the points no other point beats on quality, batch-1 latency and size at once
+    (quality in its own direction: higher accuracy, lower perplexity)."""
     key = "latency_ms_p50_b1"
 
     def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
-        pairs = [(a["quality"], b["quality"]), (-a["size_mb"], -b["size_mb"])]
+        pairs = [(better_quality(a), better_quality(b)), (-a["size_mb"], -b["size_mb"])]
         if key in a and key in b:
             pairs.append((-a[key], -b[key]))
         return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
@@ -180,6 +199,8 @@ def plot_tradeoff(points: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_xlabel(
             "latency p50 at batch 1 (ms)" if key != "predict_seconds" else "predict seconds"
         )
-        ax.set_ylabel(points[0]["quality_metric"])
+        metric = points[0]["quality_metric"]
+        lower = " (lower is better)" if metric in LOWER_IS_BETTER else ""
+        ax.set_ylabel(f"{metric}{lower}")
         ax.set_title(f"{title} (marker area: size on disk)")
         ax.grid(alpha=0.3)

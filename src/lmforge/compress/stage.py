@@ -1,5 +1,7 @@
 """The compress stage (``lmforge compress RECIPE``): the fine-tuned model through a list of
-compression steps, every artefact scored side by side.
+compression steps, every artefact scored side by side. A pretrain stage's causal LM (no
+finetune section) is distilled on the run's corpus and scored by held-out perplexity
+(``compress.lm``).
 
 Outputs (in the stage directory):
     <step name>/     each step's artefact: config.json, tokenizer, weights (safetensors,
@@ -110,28 +112,44 @@ def run_compress_stage(ctx: StageContext, out: Path) -> StageResult:
     files = inspect_artifact(source_path)
     source = artifact_format(source_path)
     check_steps(cfg, files.task.name if files.task else "pretrained", source.format)
-    if files.task is None:  # a pretrained LM: GGUF export only (check_steps made sure)
+    if files.task is None and _gguf_only(cfg):  # a pretrained LM exported to GGUF
         return _export_only(ctx, cfg, source, out)
-    fcfg = scoring_config(files, ctx.recipe.finetune)
-    docs = scored_split(ctx.recipe.finetune, ctx)[: cfg.max_examples]
+    if files.task is None:  # a pretrained causal LM: the corpus, scored by perplexity
+        from lmforge.compress.lm import corpus, lm_batches, lm_quality
+
+        check_causal_lm(cfg, source)
+        train, held = corpus(ctx, source, cfg.max_examples)
+        fcfg, train_data, n_scored = None, lambda: (train, held), len(held)
+        batches = lm_batches(held, cfg.latency_batch_sizes)
+
+        def score(path: Path) -> dict[str, Any]:
+            return lm_quality(path, held)
+    else:
+        fcfg = scoring_config(files, ctx.recipe.finetune)
+        docs = scored_split(ctx.recipe.finetune, ctx)[: cfg.max_examples]
+        train_data, n_scored = _train_data(ctx, fcfg, source_path), len(docs)
+        # the same input tensors for every artefact
+        batches = input_batches(source_path, docs, fcfg, cfg.latency_batch_sizes)
+
+        def score(path: Path) -> dict[str, Any]:
+            return quality(path, docs, fcfg)
+
     made: dict[str, Compressed] = {"source": source}
     steps: dict[str, Any] = {}
     last = source
-    train_data = _train_data(ctx, fcfg, source_path)
     for i, step in enumerate(cfg.steps):
         given = last if step.input == "previous" else made[step.input]
         last, steps[step.name] = _run_step(ctx, i, step, given, out, train_data, fcfg)
         made[step.name] = last
-    # score every artefact on the same test examples and the same input tensors
-    batches = input_batches(source_path, docs, fcfg, cfg.latency_batch_sizes)
+    # score every artefact on the same test examples (held-out blocks)
     points, unscored = [], []
     for name, art in made.items():
         logger.info("compress: scoring %s", name)
-        if art.format == "gguf":  # llama.cpp's format: the step checked its logits
+        if art.format == "gguf" and files.task is not None:  # the step checked its logits
             unscored.append({"name": name, "format": "gguf", **footprint(art.path)})
             unscored[-1]["step"] = steps[name]
             continue
-        point = {"name": name, "format": art.format, **quality(art.path, docs, fcfg)}
+        point = {"name": name, "format": art.format, **score(art.path)}
         if cfg.profile:
             point.update(profile(art.path, batches, cfg.latency_repeats))
         if name in steps:
@@ -144,7 +162,7 @@ def run_compress_stage(ctx: StageContext, out: Path) -> StageResult:
         p["pareto"] = p["name"] in front
     write_json_atomic(
         out / "pareto.json",
-        {"test_examples": len(docs), "artefacts": points, "unscored": unscored},
+        {"test_examples": n_scored, "artefacts": points, "unscored": unscored},
     )
     plot_tradeoff(points, out / "tradeoff.png", f"{ctx.recipe.name}: compress")
     metrics = {p["name"]: _headline(p) for p in points}
@@ -182,6 +200,27 @@ def _run_step(
     logger.info("compress: step %d %s (%s) on %s", index, step.name, step.method, given.path.name)
     art, facts = load_methods().get(step.method).run(run)
     return art, {"method": step.method, "input": given.path.name, **facts}
+
+
+def _gguf_only(cfg: CompressConfig) -> bool:
+    return all(s.method == "export" and s.format == "gguf" for s in cfg.steps)
+
+
+def check_causal_lm(cfg: CompressConfig, source: Compressed) -> None:
+    """A task-less source is distilled on the corpus only if it is a causal LM.
+
+    Raises:
+        LmforgeError: naming compress.model, before any work.
+    """
+    from lmforge.compress.lm import is_causal_lm
+
+    if not is_causal_lm(source):
+        objective = source.manifest.objective if source.manifest else None
+        raise LmforgeError(
+            f"compress.model: {cfg.model!r} is a pretrained model with objective {objective!r} "
+            "and no task; only a causal LM (pretrain.objective: clm) is distilled on the run's "
+            "corpus. Add a finetune section and compress its model, or export GGUF only"
+        )
 
 
 def _export_only(
@@ -235,27 +274,49 @@ def _check(recipe: Any) -> None:
     ref = recipe.compress.model
     if ref in ("pretrain", "finetune") and getattr(recipe, ref) is None:
         raise ValueError(f"compress.model: {ref!r} names a stage this recipe does not run")
-    gguf_only = all(s.method == "export" and s.format == "gguf" for s in recipe.compress.steps)
-    if recipe.finetune is None and not gguf_only:
-        raise ValueError("compress: needs a finetune section (its task, data and test split)")
+    distills = [i for i, s in enumerate(recipe.compress.steps) if s.method == "distill"]
+    if ref == "pretrain" and distills and recipe.pretrain.objective != "clm":
+        raise ValueError(
+            f"compress.model: distilling the pretrain stage's model needs a causal LM "
+            f"(pretrain.objective: clm), not {recipe.pretrain.objective!r}; compress a fine-tuned "
+            "model instead (compress.model: finetune)"
+        )
     if recipe.finetune is None:
-        if recipe.compress.model == "finetune":
-            raise ValueError(
-                "compress.model: there is no finetune section; name 'pretrain' or a model directory"
-            )
+        _check_pretrained_lm(recipe, distills)
         return
-    if recipe.compress.model == "finetune":
+    if ref == "finetune":
         from lmforge.finetune.stage import check_saved_model
 
         check_saved_model(recipe, "compress.model")
     from lmforge.compress.distill import TASKS as DISTILL_TASKS
 
-    for i, step in enumerate(recipe.compress.steps):
-        if step.method == "distill" and recipe.finetune.task not in DISTILL_TASKS:
+    for i in distills:  # the pretrain stage's LM distils on the corpus, whatever the task
+        if ref != "pretrain" and recipe.finetune.task not in DISTILL_TASKS:
             raise ValueError(
                 f"compress.steps.{i} (distill).method: distillation supports the "
                 f"{', '.join(DISTILL_TASKS)} tasks, not {recipe.finetune.task!r}"
             )
+
+
+def _check_pretrained_lm(recipe: Any, distills: list[int]) -> None:
+    """No finetune section: a pretrained causal LM, distilled on the run's corpus and/or
+    exported to GGUF (no task to prune, quantize or export to ONNX for)."""
+    if recipe.compress.model == "finetune":
+        raise ValueError(
+            "compress.model: there is no finetune section; name 'pretrain' or a model directory"
+        )
+    for i, step in enumerate(recipe.compress.steps):
+        if step.method != "distill" and not (step.method == "export" and step.format == "gguf"):
+            raise ValueError(
+                f"compress.steps.{i} ({step.method}).method: without a finetune section the "
+                f"model is a pretrained LM, which compress distils or exports to GGUF only; add "
+                "a finetune section (its task, data and test split) to compress a task model"
+            )
+    if distills and recipe.data is None:
+        raise ValueError(
+            f"compress.steps.{distills[0]} (distill).method: a pretrained LM is distilled on the "
+            "run's corpus; add a data section"
+        )
 
 
 SPEC = StageSpec(

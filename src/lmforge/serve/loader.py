@@ -75,6 +75,17 @@ def pick_artifact(path: str | Path, *, uncompressed: bool = False) -> tuple[Path
     )
 
 
+def _quality_kept(point: dict) -> float:
+    """The artefact's quality change against its source, positive when better (a fall in
+    perplexity, whose lower is better); -inf when pareto.json records none."""
+    from lmforge.compress.score import LOWER_IS_BETTER
+
+    delta = point.get("quality_delta")
+    if not isinstance(delta, int | float):
+        return float("-inf")
+    return -delta if point.get("quality_metric") in LOWER_IS_BETTER else delta
+
+
 def compressed_choice(root: Path, source_rel: str) -> tuple[str | None, str]:
     """The compress artefact to serve in place of ``source_rel`` (a path in the run), and why.
 
@@ -110,7 +121,7 @@ def compressed_choice(root: Path, source_rel: str) -> tuple[str | None, str]:
         if p.get("name") != "source"
         and p.get("format") in SERVED_FORMATS
         and p.get("pareto")
-        and p.get("quality_delta", -1.0) >= -QUALITY_TOLERANCE
+        and _quality_kept(p) >= -QUALITY_TOLERANCE
         and is_model_dir(root / str(p.get("path")))
     ]
     if not fit:
