@@ -141,3 +141,33 @@ def test_a_masked_lm_directory_is_refused_naming_the_model(tmp_path):
     source = Compressed(tmp_path, "transformers", Manifest(kind="pretrained", objective="mlm"))
     with pytest.raises(LmforgeError, match=r"compress\.model: .*objective 'mlm'"):
         check_causal_lm(cfg, source)
+
+
+def test_a_preset_student_of_a_pretrained_lm_is_a_decoder_on_the_teachers_vocabulary(
+    tmp_path, en_texts
+):
+    from helpers import trained_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmforge.compress.artifact import Compressed
+    from lmforge.compress.config import CompressConfig
+    from lmforge.compress.distill import make_student
+    from lmforge.compress.methods import StepRun
+    from lmforge.core.errors import LmforgeError
+    from lmforge.core.manifest import Manifest
+
+    tokenizer = trained_tokenizer(en_texts[:40], kind="bpe", vocab_size=300)
+    teacher = GPT2LMHeadModel(GPT2Config(vocab_size=320, n_layer=2, n_embd=32, n_head=2))
+    source = Compressed(tmp_path, "transformers", Manifest(kind="pretrained", objective="clm"))
+
+    def student(name):
+        cfg = CompressConfig(model="pretrain", steps=[{"method": "distill", "student": name}])
+        run = StepRun(cfg.steps[0], 0, source, tmp_path, "compress/distill", None, None)
+        return make_student(run, teacher, tokenizer, None, None)
+
+    llama = student("llama-tiny")
+    assert llama.config.model_type == "llama" and llama.config.vocab_size == 320
+    with pytest.raises(
+        LmforgeError, match=r"steps\.0 \(distill\)\.student: 'bert-tiny' .*gpt-tiny"
+    ):
+        student("bert-tiny")
