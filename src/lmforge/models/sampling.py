@@ -203,11 +203,15 @@ class _Decoder:
         self.mask = mask.to(device)
         self.past: Any = None
         self.encoded: Any = None
-        if self.seq2seq:
+        # peft's prompt tuning / prefix tuning of an encoder-decoder adds its virtual tokens
+        # inside forward(input_ids=...): such a model re-reads the source at every step
+        peft = getattr(model, "active_peft_config", None)
+        self.reread = self.seq2seq and bool(getattr(peft, "is_prompt_learning", False))
+        self.source = ids.to(device)
+        if self.seq2seq and not self.reread:
             with torch.no_grad():
-                self.encoded = model.get_encoder()(
-                    input_ids=ids.to(device), attention_mask=self.mask
-                )
+                self.encoded = model.get_encoder()(input_ids=self.source, attention_mask=self.mask)
+        if self.seq2seq:
             start = config.decoder_start_token_id
             if start is None:
                 start = pad_id
@@ -231,6 +235,13 @@ class _Decoder:
         import torch
 
         with torch.no_grad():
+            if self.reread:  # the whole decoder input every step, no cache (see __init__)
+                out = self.model(
+                    input_ids=self.source,
+                    attention_mask=self.mask,
+                    decoder_input_ids=self.history,
+                )
+                return out.logits[:, -1, :].float()
             if self.seq2seq:
                 out = self.model(
                     encoder_outputs=self.encoded,
