@@ -148,8 +148,9 @@ def total_bits(nll_sum, x: torch.Tensor, y: torch.Tensor, batch: int = 64) -> fl
 # ---------------------------------------------------------------- nanoGPT
 
 
-def prepare_nanogpt(clone: Path, train: list[str], held_out: str) -> Path:
-    """Char-level train.bin/val.bin/meta.pkl, as nanoGPT's shakespeare_char prepare.py writes."""
+def prepare_nanogpt(clone: Path, train: list[str], held_out: str) -> dict[str, int]:
+    """Char-level train.bin/val.bin/meta.pkl, as nanoGPT's shakespeare_char prepare.py writes
+    (its train.py reads meta.pkl); returns the character -> id table."""
     text = "".join(train) + held_out
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
@@ -159,7 +160,7 @@ def prepare_nanogpt(clone: Path, train: list[str], held_out: str) -> Path:
         np.array([stoi[c] for c in part], dtype=np.uint16).tofile(out / f"{name}.bin")
     meta = {"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}
     (out / "meta.pkl").write_bytes(pickle.dumps(meta))
-    return out
+    return stoi
 
 
 def run_nanogpt(clone: Path, iters: int, threads: int, work: Path) -> dict:
@@ -183,18 +184,17 @@ def run_nanogpt(clone: Path, iters: int, threads: int, work: Path) -> dict:
     return {"wall_seconds": wall, "checkpoint": str(out_dir / "ckpt.pt"), "val_curve": curve}
 
 
-def score_nanogpt(clone: Path, checkpoint: str, held_out: str) -> dict:
+def score_nanogpt(clone: Path, checkpoint: str, held_out: str, stoi: dict[str, int]) -> dict:
     """Bits/char of nanoGPT's checkpoint on the held-out blocks (its own model.py, imported)."""
     spec = importlib.util.spec_from_file_location("nanogpt_model", clone / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)  # tensors, dicts
     model = module.GPT(module.GPTConfig(**ckpt["model_args"]))
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
     model.load_state_dict(state)
     model.eval()
-    meta = pickle.loads((clone / "data" / DATASET / "meta.pkl").read_bytes())
-    x, y = score_blocks([meta["stoi"][c] for c in held_out])
+    x, y = score_blocks([stoi[c] for c in held_out])
     bits = total_bits(lambda a, b: model(a, b)[1] * b.numel(), x, y)
     return {"bits_per_char": bits / y.numel(), "iter": ckpt["iter_num"], "chars": y.numel()}
 
@@ -413,14 +413,14 @@ def main() -> None:
         f"{len(held_out):,} held out; {args.threads} torch thread(s) per process"
     )
     if not args.skip_nanogpt:
-        prepare_nanogpt(args.nanogpt, train_plays, held_out)
+        stoi = prepare_nanogpt(args.nanogpt, train_plays, held_out)
     runs = contenders(args.lmforge, args.iters, args.recipe_steps)
     results: dict[str, list[dict]] = {"nanoGPT": [], **{k: [] for k in runs}}
     with tempfile.TemporaryDirectory(prefix="bench-nanogpt-") as work:
         for r in range(args.repeats):
             if not args.skip_nanogpt:
                 res = run_nanogpt(args.nanogpt, args.iters, args.threads, Path(work))
-                res.update(score_nanogpt(args.nanogpt, res.pop("checkpoint"), held_out))
+                res.update(score_nanogpt(args.nanogpt, res.pop("checkpoint"), held_out, stoi))
                 results["nanoGPT"].append(res)
                 print(
                     f"[{r}] nanoGPT: {res['bits_per_char']:.3f} bits/char, "
