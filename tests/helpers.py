@@ -7,6 +7,7 @@ Every model here is a few thousand parameters: built, trained and saved in well 
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -300,6 +301,31 @@ E2E_OVERRIDES = {
         "evaluate.max_examples=8",
     ],
 }
+
+
+def instruction_section(
+    base: Path, work: Path, train: Iterable[Any], test: Iterable[Any], **overrides: Any
+) -> dict[str, Any]:
+    """A recipe's finetune section: instruction tuning of ``base`` on (text, label) pairs,
+    written as ``work/{train,test}.jsonl`` (instruction, response)."""
+    for name, docs in (("train", train), ("test", test)):
+        with (work / f"{name}.jsonl").open("w", encoding="utf-8") as f:
+            for d in docs:
+                f.write(json.dumps({"instruction": d.text, "response": d.label}) + "\n")
+    return {
+        "task": "instruction",
+        "method": "lora",
+        "model": {"path": str(base)},
+        "data": {
+            "train": str(work / "train.jsonl"),
+            "test": str(work / "test.jsonl"),
+            "text_column": "instruction",
+            "label_column": "response",
+        },
+        "epochs": 1,
+        "max_length": 64,
+        **overrides,
+    }
 
 
 def classify_section(base: Path, train: Path, test: Path, **overrides: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 import yaml
-from helpers import trained_tokenizer
+from helpers import instruction_section, trained_tokenizer
 
 from lmforge.cli import main
 from lmforge.data.builtin import load_builtin
@@ -49,32 +49,18 @@ def test_distil_and_prune_heads_of_an_instruction_model(tmp_path):
     base = tmp_path / "base"
     LlamaForCausalLM(config).save_pretrained(base)
     tok.save_pretrained(base)
-    for name, docs in (("train", pairs[:48]), ("test", pairs[280:286])):
-        with (tmp_path / f"{name}.jsonl").open("w", encoding="utf-8") as f:
-            for d in docs:
-                f.write(json.dumps({"instruction": d.text, "response": d.label}) + "\n")
     steps = [
         {"method": "distill", "epochs": 2, "hidden_weight": 0.5, "hidden_loss": "cosine"},
         {"method": "prune", "kind": "heads", "sparsity": 0.5, "input": "source"},
         {"method": "prune", "sparsity": 0.3, "input": "source", "name": "sparse"},
     ]
+    section = instruction_section(
+        base, tmp_path, pairs[:48], pairs[280:286], method="full", lr=1e-3,
+        generation_max_tokens=4,
+    )  # fmt: skip
     recipe = {
         "name": "chat",
-        "finetune": {
-            "task": "instruction",
-            "method": "full",
-            "model": {"path": str(base)},
-            "data": {
-                "train": str(tmp_path / "train.jsonl"),
-                "test": str(tmp_path / "test.jsonl"),
-                "text_column": "instruction",
-                "label_column": "response",
-            },
-            "epochs": 1,
-            "lr": 1e-3,
-            "max_length": 64,
-            "generation_max_tokens": 4,
-        },
+        "finetune": section,
         "compress": {"steps": steps, "profile": False},
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))

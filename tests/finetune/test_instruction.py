@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 import yaml
-from helpers import trained_tokenizer
+from helpers import instruction_section, trained_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmforge.core.errors import DataError, LmforgeError
@@ -289,28 +289,10 @@ def test_finetune_stage_from_files_trains_lora_merges_and_reloads(tmp_path, pair
     base = tmp_path / "base"
     tiny_llama(chatml, hidden=32).save_pretrained(base)
     chatml.save_pretrained(base)
-    for name, docs in (("train", pairs[:40]), ("test", pairs[280:290])):
-        with (tmp_path / f"{name}.jsonl").open("w", encoding="utf-8") as f:
-            for d in docs:
-                f.write(json.dumps({"instruction": d.text, "response": d.label}) + "\n")
-    recipe = {
-        "name": "chat",
-        "finetune": {
-            "task": "instruction",
-            "method": "lora",
-            "model": {"path": str(base)},
-            "data": {
-                "train": str(tmp_path / "train.jsonl"),
-                "test": str(tmp_path / "test.jsonl"),
-                "text_column": "instruction",
-                "label_column": "response",
-            },
-            "epochs": 1,
-            "max_length": 64,
-            "generation_max_tokens": 8,
-            "merge": True,
-        },
-    }
+    section = instruction_section(
+        base, tmp_path, pairs[:40], pairs[280:290], generation_max_tokens=8, merge=True
+    )
+    recipe = {"name": "chat", "finetune": section}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp_path / "run"
     assert main(["run", str(tmp_path / "r.yaml"), "--out", str(out)]) == 0
