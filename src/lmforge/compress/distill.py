@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lmforge.compress.artifact import Compressed, load_compressed, save_compressed
+from lmforge.compress.artifact import Compressed, load_compressed
 from lmforge.compress.methods import METHODS, Method, StepRun
 
 # "pretrained": a pretrain stage's causal LM, trained on the run's own corpus (compress.lm)
@@ -308,15 +308,8 @@ def run_distill(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     if causal_lm:  # the held-out KL the training lowered (T = 1, nats per token)
         facts["kl_to_teacher_after"] = mean_kl(student, teacher, val)
     student.save_pretrained(run.out)
-    processor.save_pretrained(run.out)
-    art = save_compressed(
-        run.out,
-        run.source,
-        "transformers",
-        run.location,
-        method="distill",
-        student=step.student,
-        hidden_weight=step.hidden_weight,
+    art = run.save(
+        "transformers", processor, student=step.student, hidden_weight=step.hidden_weight
     )
     facts = {
         "teacher_params": n_teacher,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lmforge.compress.artifact import ONNX_FILE, Compressed, OnnxModel, save_compressed
+from lmforge.compress.artifact import ONNX_FILE, Compressed, OnnxModel
 from lmforge.compress.methods import METHODS, Method, StepRun
 
 ONNX_TASKS = ("classification", "token-classification")
@@ -115,16 +115,7 @@ def run_export(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
             f"the ONNX model's logits differ from PyTorch's by {diff:.3g} > {atol:g}; "
             "the export is wrong for this model (raise atol only if that is acceptable)",
         )
-    processor.save_pretrained(run.out)
-    art = save_compressed(
-        run.out,
-        run.source,
-        "onnx",
-        run.location,
-        method="export",
-        file=ONNX_FILE,
-        opset=step.opset,
-    )
+    art = run.save("onnx", processor, file=ONNX_FILE, opset=step.opset)
     return art, {"max_abs_diff": diff, "opset": step.opset}
 
 

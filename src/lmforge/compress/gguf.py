@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lmforge.compress.artifact import Compressed, save_compressed
+from lmforge.compress.artifact import Compressed
 from lmforge.compress.methods import StepRun
 
 GGUF_FILE = "model.gguf"
@@ -318,14 +318,5 @@ def export_gguf(run: StepRun, model: Any, tokenizer: Any) -> tuple[Compressed, d
             f"away from PyTorch's (> {atol:g}); the export is wrong for this model, or "
             f"{kind} rounds it more than atol allows",
         )
-    tokenizer.save_pretrained(run.out)
-    art = save_compressed(
-        run.out,
-        run.source,
-        "gguf",
-        run.location,
-        method="export",
-        file=GGUF_FILE,
-        gguf_type=kind,
-    )
+    art = run.save("gguf", tokenizer, file=GGUF_FILE, gguf_type=kind)
     return art, {**check, "tensors": tensors, "file_type": kind.upper(), "ggml_types": written}

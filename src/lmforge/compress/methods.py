@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge.compress.artifact import Compressed
+from lmforge.compress.artifact import Compressed, Format, save_compressed
 from lmforge.core.errors import LmforgeError
 from lmforge.core.registry import Registry
 
@@ -33,6 +33,14 @@ class StepRun:
 
     def fail(self, field: str, message: str) -> LmforgeError:
         return LmforgeError(f"{self.where}.{field}: {message}")
+
+    def save(self, fmt: Format, processor: Any, /, **settings: Any) -> Compressed:
+        """Finish ``out`` once the method has written its weights there: the tokenizer or
+        processor, then the manifest recording this step (its method and ``settings``)."""
+        processor.save_pretrained(self.out)
+        return save_compressed(
+            self.out, self.source, fmt, self.location, method=self.step.method, **settings
+        )
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.compress.artifact import Compressed, load_compressed, save_compressed
+from lmforge.compress.artifact import Compressed, load_compressed
 from lmforge.compress.heads import check_can_shrink, prune_heads
 from lmforge.compress.methods import METHODS, Method, StepRun
 
@@ -164,16 +164,7 @@ def run_prune(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
         sum(p.numel() for p in model.parameters()),
     )
     model.save_pretrained(run.out)
-    processor.save_pretrained(run.out)
-    art = save_compressed(
-        run.out,
-        run.source,
-        "transformers",
-        run.location,
-        method="prune",
-        kind=step.kind,
-        sparsity=step.sparsity,
-    )
+    art = run.save("transformers", processor, kind=step.kind, sparsity=step.sparsity)
     return art, facts
 
 

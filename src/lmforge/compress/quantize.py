@@ -18,7 +18,6 @@ from lmforge.compress.artifact import (
     TORCH_INT8_FILE,
     Compressed,
     load_compressed,
-    save_compressed,
 )
 from lmforge.compress.methods import METHODS, Method, StepRun
 
@@ -59,17 +58,8 @@ def _torch_int8(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     if count == 0:
         raise run.fail("modules", f"the model has no {run.step.modules} layers to quantize")
     torch.save(quantized.state_dict(), run.out / TORCH_INT8_FILE)
-    processor.save_pretrained(run.out)
     model.config.save_pretrained(run.out)
-    art = save_compressed(
-        run.out,
-        run.source,
-        "torch-int8",
-        run.location,
-        method="quantize",
-        scheme="int8-dynamic",
-        modules=run.step.modules,
-    )
+    art = run.save("torch-int8", processor, scheme="int8-dynamic", modules=run.step.modules)
     engine = torch.backends.quantized.engine
     return art, {
         "int8_modules": count,
@@ -104,16 +94,7 @@ def _onnx_int8(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
             facts["max_abs_diff"] = onnx_max_diff(
                 model, target, parity_batches(model.config.vocab_size)
             )
-    processor.save_pretrained(run.out)
-    art = save_compressed(
-        run.out,
-        run.source,
-        "onnx",
-        run.location,
-        method="quantize",
-        scheme="int8-dynamic",
-        file=ONNX_FILE,
-    )
+    art = run.save("onnx", processor, scheme="int8-dynamic", file=ONNX_FILE)
     return art, facts
 
 
@@ -123,15 +104,7 @@ def _half(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     dtype = torch.bfloat16 if run.step.scheme == "bf16" else torch.float16
     model, processor, _, _ = load_compressed(run.source.path)
     model.to(dtype).save_pretrained(run.out)
-    processor.save_pretrained(run.out)
-    art = save_compressed(
-        run.out,
-        run.source,
-        "transformers",
-        run.location,
-        method="quantize",
-        scheme=run.step.scheme,
-    )
+    art = run.save("transformers", processor, scheme=run.step.scheme)
     return art, {"dtype": str(dtype).removeprefix("torch.")}
 
 
@@ -149,21 +122,11 @@ def _weight_only(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
         raise run.fail("group_size", f"{e}; pick a group_size that divides them") from None
     if facts["quantized_linears"] == 0:
         raise run.fail("modules", "the model has no Linear layers to quantize")
-    processor.save_pretrained(run.out)
     model.config.save_pretrained(run.out)
     settings: dict[str, Any] = {"bits": bits}
     if bits == 4:
         settings["group_size"] = step.group_size
-    art = save_compressed(
-        run.out,
-        run.source,
-        "weight-only",
-        run.location,
-        method="quantize",
-        scheme=step.scheme,
-        file=WEIGHT_ONLY_FILE,
-        **settings,
-    )
+    art = run.save("weight-only", processor, scheme=step.scheme, file=WEIGHT_ONLY_FILE, **settings)
     kernel = "fp32 matmul (weights dequantized once at load; the saving is on disk)"
     return art, {**facts, "bits": bits, "kernel": kernel}
 
