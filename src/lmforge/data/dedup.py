@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -406,31 +406,20 @@ def near_duplicate_pairs(
     return _verified_pairs(sig, bands, rows, threshold)
 
 
-def near_dedup(
-    texts: list[str],
-    *,
-    threshold: float = 0.8,
-    num_perm: int = 128,
-    bands: int | None = None,
-    shingle: ShingleUnit = "auto",
-    ngram: int = 5,
-    seed: int = 0,
-    progress: Callable[[int], object] | None = None,
-) -> NearDedupResult:
+def near_dedup(texts: list[str], **options: Any) -> NearDedupResult:
     """Keep the lowest index of each cluster of near duplicates (Jaccard >= threshold).
 
-    Clusters are connected components of the verified pairs, so a chain a~b~c is one
-    cluster even if a and c are less similar. Deterministic for a given seed.
+    ``options`` are ``near_duplicate_pairs``' keywords (threshold, num_perm, bands, shingle,
+    ngram, seed, progress), with its defaults. Clusters are connected components of the
+    verified pairs, so a chain a~b~c is one cluster even if a and c are less similar.
+    Deterministic for a given seed.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     if not texts:
         return NearDedupResult(keep=[], clusters=[], pairs=0)
-    pairs = near_duplicate_pairs(
-        texts, threshold=threshold, num_perm=num_perm, bands=bands, shingle=shingle,
-        ngram=ngram, seed=seed, progress=progress,
-    )  # fmt: skip
+    pairs = near_duplicate_pairs(texts, **options)
     n = len(texts)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, label = connected_components(graph, directed=False)
