@@ -13,6 +13,7 @@ from typing import Any
 from lmforge.core.errors import DataError
 from lmforge.data.document import Document
 from lmforge.tasks.base import TASKS, Encoded, Splits, Task, TaskOptions, pad_sequences
+from lmforge.tasks.heads import head_loader, label_config
 
 ENCODER_PRESETS = ("bert-tiny", "bert-small")
 
@@ -115,22 +116,11 @@ def encode(
     )
 
 
-def load_model(
-    path: Path, info: LabelInfo, *, trust_remote_code: bool = False, for_inference: bool = False
-) -> Any:
-    """``AutoModelForSequenceClassification``; the keywords are ``load_head``'s."""
-    from transformers import AutoModelForSequenceClassification
-
-    from lmforge.tasks.heads import label_config, load_head
-
-    return load_head(
-        AutoModelForSequenceClassification,
-        path,
-        "classification",
-        trust_remote_code=trust_remote_code,
-        for_inference=for_inference,
-        **label_config(info.labels, info.multi_label),
-    )
+load_model = head_loader(
+    "AutoModelForSequenceClassification",
+    "classification",
+    lambda info: label_config(info.labels, info.multi_label),
+)
 
 
 def logits_in_batches(model: Any, data: Encoded, batch_size: int = 32) -> Any:

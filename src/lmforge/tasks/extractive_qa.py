@@ -17,7 +17,6 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lmforge.core.errors import DataError, LmforgeError
@@ -25,6 +24,7 @@ from lmforge.core.log import logger
 from lmforge.data.document import Document
 from lmforge.tasks.base import TASKS, Encoded, Splits, Task, TaskOptions, pad_sequences
 from lmforge.tasks.classification import ENCODER_PRESETS
+from lmforge.tasks.heads import head_loader
 
 _MODEL_KEYS = ("input_ids", "token_type_ids")  # what collate passes on besides positions
 
@@ -222,21 +222,7 @@ def encode(tokenizer: Any, docs: list[Document], info: QAInfo, options: Any, spl
     )
 
 
-def load_model(
-    path: Path, info: QAInfo, *, trust_remote_code: bool = False, for_inference: bool = False
-) -> Any:
-    """``AutoModelForQuestionAnswering``; the keywords are ``load_head``'s."""
-    from transformers import AutoModelForQuestionAnswering
-
-    from lmforge.tasks.heads import load_head
-
-    return load_head(
-        AutoModelForQuestionAnswering,
-        path,
-        "extractive-qa",
-        trust_remote_code=trust_remote_code,
-        for_inference=for_inference,
-    )
+load_model = head_loader("AutoModelForQuestionAnswering", "extractive-qa")
 
 
 def best_span(

@@ -88,6 +88,31 @@ def load_head(
     return model
 
 
+def head_loader(
+    auto_class: str, task: str, head_config: Callable[[Any], dict[str, Any]] | None = None
+) -> Callable[..., Any]:
+    """A task's ``load_model(path, info, *, trust_remote_code, for_inference)`` for a task
+    whose model is nothing but transformers' ``auto_class`` head: ``load_head`` with the
+    config fields ``head_config(info)`` gives (label names). transformers loads on first use."""
+
+    def load_model(
+        path: Path, info: Any, *, trust_remote_code: bool = False, for_inference: bool = False
+    ) -> Any:
+        import transformers
+
+        return load_head(
+            getattr(transformers, auto_class),
+            path,
+            task,
+            trust_remote_code=trust_remote_code,
+            for_inference=for_inference,
+            **(head_config(info) if head_config is not None else {}),
+        )
+
+    load_model.__doc__ = f"``{auto_class}``; the keywords are ``load_head``'s."
+    return load_model
+
+
 def _check_complete(path: Path | str, task: str, report: dict[str, Any]) -> None:
     """Refuse a model some of whose weights transformers had to initialise at random (a
     masked-LM or bare encoder directory has no classifier: it would score at chance)."""

@@ -19,6 +19,7 @@ from lmforge.core.log import logger
 from lmforge.data.document import Document
 from lmforge.models.presets import SEQ2SEQ_PRESETS
 from lmforge.tasks.base import TASKS, Encoded, Splits, Task, TaskOptions, pad_sequences
+from lmforge.tasks.heads import head_loader
 
 IGNORE_INDEX = -100  # label positions the loss skips (padding)
 
@@ -131,21 +132,7 @@ def encode(
     )
 
 
-def load_model(
-    path: Path, info: PairInfo, *, trust_remote_code: bool = False, for_inference: bool = False
-) -> Any:
-    """``AutoModelForSeq2SeqLM``; the keywords are ``load_head``'s."""
-    from transformers import AutoModelForSeq2SeqLM
-
-    from lmforge.tasks.heads import load_head
-
-    return load_head(
-        AutoModelForSeq2SeqLM,
-        path,
-        "translation",
-        trust_remote_code=trust_remote_code,
-        for_inference=for_inference,
-    )
+load_model = head_loader("AutoModelForSeq2SeqLM", "translation")
 
 
 def predict(model: Any, data: Encoded, processor: Any, info: PairInfo, options: Any) -> list[str]:
