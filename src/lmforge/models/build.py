@@ -124,21 +124,7 @@ def build_config(
             eos_token_id=eos,
             pad_token_id=pad,
         )
-    if objective == "electra":  # the discriminator; pretrain/electra.py derives the generator
-        return ElectraConfig(
-            vocab_size=vocab_size,
-            embedding_size=p.hidden,
-            num_hidden_layers=p.layers,
-            num_attention_heads=p.heads,
-            hidden_size=p.hidden,
-            intermediate_size=p.intermediate,
-            max_position_embeddings=p.context,
-            type_vocab_size=2,
-            pad_token_id=pad,
-            hidden_dropout_prob=p.dropout,
-            attention_probs_dropout_prob=p.dropout,
-        )
-    return BertConfig(
+    encoder: dict[str, Any] = dict(  # BERT's fields; ELECTRA's discriminator is a BERT body
         vocab_size=vocab_size,
         num_hidden_layers=p.layers,
         num_attention_heads=p.heads,
@@ -150,6 +136,9 @@ def build_config(
         hidden_dropout_prob=p.dropout,
         attention_probs_dropout_prob=p.dropout,
     )
+    if objective == "electra":  # the discriminator; pretrain/electra.py derives the generator
+        return ElectraConfig(embedding_size=p.hidden, **encoder)
+    return BertConfig(**encoder)
 
 
 def _a(kind: str) -> str:
