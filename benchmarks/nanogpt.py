@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import call_worker, print_result, train_throwaway
 
 SEED = 0
 CHARS = 1_115_394  # tiny-shakespeare's length
@@ -60,7 +61,6 @@ TRAIN_FRACTION = 0.9
 SCORE_BLOCK = 64
 DATASET = "lmforge_shakespeare_char"
 RECIPE = "pretrain-gpt-shakespeare"
-RESULT_PREFIX = "BENCH_RESULT "
 # nanoGPT README, "I only have a macbook" (CPU) command; --max_iters/--lr_decay_iters from --iters
 NANOGPT_FLAGS = [
     "--device=cpu",
@@ -213,11 +213,8 @@ def run_lmforge_worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     import torch.nn.functional as F
 
-    from lmforge.core.distributed import DistInfo
-    from lmforge.core.metrics import MetricsLogger
     from lmforge.data.clean import rewrite
     from lmforge.models import build_model, special_token_ids
-    from lmforge.pretrain.loop import train
     from lmforge.pretrain.objectives import PretrainData
     from lmforge.tokenizer.train import to_transformers, train_tokenizer
 
@@ -238,23 +235,8 @@ def run_lmforge_worker(args: argparse.Namespace) -> None:
     )
     torch.manual_seed(recipe.seed)
     model = build_model(cfg.model, "clm", len(tokenizer), special_token_ids(tokenizer))
-    with tempfile.TemporaryDirectory(prefix="bench-nanogpt-lmforge-") as work:
-        result = train(
-            model,
-            cfg,
-            train_batch=lambda idx, s: data.batch(idx, s, "train"),
-            val_batch=lambda idx, s: data.batch(idx, s, "val"),
-            num_train=len(data.train),
-            num_val=len(data.val),
-            tokens_per_sample=cfg.block_size,
-            work=Path(work),
-            device=torch.device("cpu"),
-            dist=DistInfo(),
-            seed=recipe.seed,
-            metrics=MetricsLogger(Path(work) / "metrics.jsonl", enabled=False),
-            resume=False,
-            recipe_hash="benchmark",
-        )
+    cpu = torch.device("cpu")
+    result = train_throwaway(model, cfg, data, cpu, recipe.seed, "bench-nanogpt-lmforge-")
     t_score = time.perf_counter()
     model.eval()
     ids = tokenizer(held_out, add_special_tokens=False)["input_ids"]
@@ -277,7 +259,7 @@ def run_lmforge_worker(args: argparse.Namespace) -> None:
         "vocab": len(tokenizer),
         "train_tokens": int(data.train.input_ids.numel()),
     }
-    print(RESULT_PREFIX + json.dumps(out), flush=True)
+    print_result(out)
 
 
 def run_lmforge(label: str, overrides: list[str], threads: int) -> dict:
@@ -285,16 +267,11 @@ def run_lmforge(label: str, overrides: list[str], threads: int) -> dict:
     cmd += ["--overrides", json.dumps(overrides)]
     env = {**os.environ, "LMFORGE_NO_PROGRESS": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    if proc.returncode or not lines:
-        raise SystemExit(f"lmforge '{label}' failed:\n{(proc.stderr or proc.stdout)[-3000:]}")
-    result = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+    run = call_worker(cmd, env)
+    if run.result is None:
+        raise SystemExit(f"lmforge '{label}' failed:\n{run.output[-3000:]}")
     # as nanoGPT's: the whole process (interpreter start-up included), less the scoring
-    result["process_seconds"] = wall - result["score_seconds"]
-    return result
+    return {**run.result, "process_seconds": run.seconds - run.result["score_seconds"]}
 
 
 # ---------------------------------------------------------------- per-step time, one process

@@ -30,10 +30,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench_common import call_worker, print_result
 
 # this file is named peft.py: drop its folder from the import path, so that `import peft`
 # (inside lmforge) finds the library and not this script
@@ -41,7 +42,6 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 SEED = 0
-RESULT_PREFIX = "BENCH_RESULT "  # marks the worker's JSON line among library prints
 METHODS = ("full", "linear-probe", "lora", "adalora", "ia3", "prefix", "prompt", "adapter")
 # peak learning rates: full fine-tuning of a small BERT ~1e-4; LoRA/AdaLoRA 1e-3..2e-3 (the
 # quickstart's 2e-3); adapters 1e-3 (Houlsby et al.: 1e-4..3e-3); IA3's rescaling vectors and
@@ -127,7 +127,7 @@ def run_worker(args: argparse.Namespace) -> None:
         "history": run.history,
         "threads": torch.get_num_threads(),
     }
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    print_result(result)
 
 
 def run_method(method: str, args: argparse.Namespace, lr: float) -> dict:
@@ -146,17 +146,17 @@ def run_method(method: str, args: argparse.Namespace, lr: float) -> dict:
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
     }
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    if proc.returncode or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-        print(f"  {method} failed (exit {proc.returncode}):", *tail, sep="\n    ")
-        return {"method": method, "lr": lr, "error": "\n".join(tail), "process_seconds": wall}
-    result = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
-    result["process_seconds"] = wall
-    return result
+    run = call_worker(cmd, env)
+    if run.result is None:
+        tail = run.tail()
+        print(f"  {method} failed (exit {run.returncode}):", *tail, sep="\n    ")
+        return {
+            "method": method,
+            "lr": lr,
+            "error": "\n".join(tail),
+            "process_seconds": run.seconds,
+        }
+    return {**run.result, "process_seconds": run.seconds}
 
 
 # ---------------------------------------------------------------- baseline and report (parent)

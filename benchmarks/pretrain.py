@@ -37,13 +37,13 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from bench_common import call_worker, print_result, train_throwaway
 
 # benchmarks/peft.py sits beside this file: drop this folder from the import path, so that
 # `import peft` (inside transformers' Trainer) finds the library and not that script
@@ -53,7 +53,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 SEED = 0
 VOCAB = 8000
 VAL_FRACTION = 0.05  # the last 5% of BBC News articles: lmforge's final eval reads them
-RESULT_PREFIX = "BENCH_RESULT "  # marks the worker's JSON line among library prints
 
 
 # ---------------------------------------------------------------- shared set-up (parent)
@@ -133,17 +132,12 @@ def run_contender(contender: str, preset: str, tok_dir: Path, data_path: Path, a
     cmd += ["--threads", str(args.threads), "--compile" if args.compile else "--no-compile"]
     cmd += ["--device", args.device, "--log-every", str(args.log_every)]
     env = {**os.environ, "LMFORGE_NO_PROGRESS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    if proc.returncode or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-        print(f"  {preset}/{contender} failed (exit {proc.returncode}):", *tail, sep="\n    ")
+    run = call_worker(cmd, env)
+    if run.result is None:
+        tail = run.tail()
+        print(f"  {preset}/{contender} failed (exit {run.returncode}):", *tail, sep="\n    ")
         return {"model": preset, "contender": contender, "error": "\n".join(tail)}
-    result = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
-    result["process_seconds"] = wall
-    return result
+    return {**run.result, "process_seconds": run.seconds}
 
 
 # ---------------------------------------------------------------- workers (one per subprocess)
@@ -189,27 +183,7 @@ def window(end_times: dict[int, float], warmup: int, steps: int) -> tuple[float,
 
 
 def worker_lmforge(args, cfg, data, model) -> dict:
-    from lmforge.core.distributed import DistInfo
-    from lmforge.core.metrics import MetricsLogger
-    from lmforge.pretrain.loop import train
-
-    with tempfile.TemporaryDirectory(prefix="bench-lmforge-") as work:
-        result = train(
-            model,
-            cfg,
-            train_batch=lambda idx, s: data.batch(idx, s, "train"),
-            val_batch=lambda idx, s: data.batch(idx, s, "val"),
-            num_train=len(data.train),
-            num_val=len(data.val),
-            tokens_per_sample=cfg.block_size,
-            work=Path(work),
-            device=torch.device(args.device),
-            dist=DistInfo(),
-            seed=SEED,
-            metrics=MetricsLogger(Path(work) / "metrics.jsonl", enabled=False),
-            resume=False,
-            recipe_hash="benchmark",
-        )
+    result = train_throwaway(model, cfg, data, torch.device(args.device), SEED, "bench-lmforge-")
     tokens_per_step = cfg.batch_size * cfg.block_size
     # tokens_per_second in the history is cumulative from the loop's start (step 0 at t = 0)
     end_times = {0: 0.0}
@@ -340,7 +314,7 @@ def run_worker(args) -> None:
         "threads": torch.get_num_threads(),
         **out,
     }
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    print_result(result)
 
 
 # ---------------------------------------------------------------- report (parent)
