@@ -328,20 +328,29 @@ def instruction_section(
     }
 
 
-def classify_section(base: Path, train: Path, test: Path, **overrides: Any) -> dict[str, Any]:
-    """A recipe's finetune section: LoRA classification of ``write_csv`` files on ``base``."""
+def finetune_section(
+    task: str, base: Path, train: Path, test: Path, columns: tuple[str, str], **overrides: Any
+) -> dict[str, Any]:
+    """A recipe's finetune section: LoRA (query, value) on the encoder ``base`` for ``task``,
+    reading the ``columns`` (text, label) of the ``train`` and ``test`` files."""
+    text_column, label_column = columns
     return {
-        "task": "classification",
+        "task": task,
         "method": "lora",
         "model": {"path": str(base)},
         "data": {
             "train": str(train),
             "test": str(test),
-            "text_column": "body",
-            "label_column": "topic",
+            "text_column": text_column,
+            "label_column": label_column,
         },
         "epochs": 2,
         "max_length": 64,
         "method_config": {"target_modules": ["query", "value"]},
         **overrides,
     }
+
+
+def classify_section(base: Path, train: Path, test: Path, **overrides: Any) -> dict[str, Any]:
+    """A recipe's finetune section: LoRA classification of ``write_csv`` files on ``base``."""
+    return finetune_section("classification", base, train, test, ("body", "topic"), **overrides)

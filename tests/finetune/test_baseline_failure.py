@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from helpers import local_encoder
+from helpers import classify_section, local_encoder
 
 from lmforge.cli import main
 
@@ -22,23 +22,10 @@ def test_a_failing_baseline_keeps_the_trained_model(tmp_path, capsys):
         with (tmp_path / name).open("w", encoding="utf-8") as f:
             f.write("body,topic\n" + "".join(f'"{text}",{label}\n' for text, label in part))
     base = local_encoder(tmp_path / "base", [text for text, _ in rows], vocab_size=200)
-    recipe = {
-        "name": "gbk",
-        "finetune": {
-            "task": "classification",
-            "method": "lora",
-            "model": {"path": str(base)},
-            "data": {
-                "train": str(tmp_path / "train.csv"),
-                "test": str(tmp_path / "test.csv"),
-                "text_column": "body",
-                "label_column": "topic",
-            },
-            "epochs": 1,
-            "max_length": 32,
-            "method_config": {"target_modules": ["query", "value"]},
-        },
-    }
+    section = classify_section(
+        base, tmp_path / "train.csv", tmp_path / "test.csv", epochs=1, max_length=32
+    )
+    recipe = {"name": "gbk", "finetune": section}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     run = tmp_path / "run"
     assert main(["run", str(tmp_path / "r.yaml"), "--out", str(run)]) == 0

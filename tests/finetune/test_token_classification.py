@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 import yaml
-from helpers import tiny_bert_config, trained_tokenizer
+from helpers import finetune_section, tiny_bert_config, trained_tokenizer
 from transformers import BertForTokenClassification
 
 from lmforge.core.errors import DataError
@@ -287,24 +287,11 @@ def test_finetune_stage_from_jsonl_reloads_in_plain_transformers(daily, wordpiec
     save_tokenizer(wordpiece, base)
     torch.manual_seed(0)
     BertForTokenClassification(tiny_config(wordpiece, 2)).save_pretrained(base)
-    recipe = {
-        "name": "ner",
-        "finetune": {
-            "task": "token-classification",
-            "method": "lora",
-            "model": {"path": str(base)},
-            "data": {
-                "train": str(tmp_path / "train.jsonl"),
-                "test": str(tmp_path / "test.jsonl"),
-                "text_column": "chars",
-                "label_column": "ner",
-            },
-            "epochs": 1,
-            "max_length": 64,
-            "merge": True,
-            "method_config": {"target_modules": ["query", "value"]},
-        },
-    }
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    section = finetune_section(
+        "token-classification", base, train, test, ("chars", "ner"), epochs=1, merge=True
+    )
+    recipe = {"name": "ner", "finetune": section}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True))
     out = tmp_path / "run"
     assert main(["run", str(tmp_path / "r.yaml"), "--out", str(out)]) == 0

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from helpers import local_encoder, write_csv
+from helpers import classify_section, local_encoder, write_csv
 
 from lmforge.cli import main
 from lmforge.core.errors import LmforgeError
@@ -21,20 +21,7 @@ def run(tmp_path_factory):
     train = write_csv(tmp / "train.csv", docs[:80])
     test = write_csv(tmp / "test.csv", docs[80:110])
     base = local_encoder(tmp / "base", [d.text for d in docs[:80]])
-    recipe = {
-        "name": "ft",
-        "finetune": {
-            "task": "classification",
-            "method": "lora",
-            "model": {"path": str(base)},
-            "data": {"train": str(train), "test": str(test), "text_column": "body",
-                     "label_column": "topic"},
-            "epochs": 2,
-            "max_length": 64,
-            "merge": True,
-            "method_config": {"target_modules": ["query", "value"]},
-        },
-    }  # fmt: skip
+    recipe = {"name": "ft", "finetune": classify_section(base, train, test, merge=True)}
     (tmp / "r.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp / "run"
     assert main(["run", str(tmp / "r.yaml"), "--out", str(out)]) == 0
