@@ -17,10 +17,13 @@ def run_recipe_yaml(run):
     return yaml.safe_load((run / "recipe.yaml").read_text())
 
 
-def killed_when(stage: str, tmp_path, *args: str) -> None:
-    """Run ``lmforge ARGS`` in a child that is killed with SIGKILL as ``stage`` starts."""
+def rerun_killed_when(stage: str, tmp_path, recipe, run, *overrides: str) -> None:
+    """Rerun ``recipe`` into ``run`` with ``--set`` each of ``overrides``, in a child that is
+    killed with SIGKILL as ``stage`` starts."""
     started = tmp_path / "started"
     started.unlink(missing_ok=True)
+    args = ["run", str(recipe), "--out", str(run)]
+    args += [arg for override in overrides for arg in ("--set", override)]
     proc = hooked_process(stage, "kill", started, tmp_path / "never", *args)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == -9 and started.exists(), err[-2000:]
@@ -35,33 +38,14 @@ def test_kill_9_of_a_rerun_with_an_edited_recipe_keeps_recipe_and_summary_consis
     vocab_300 = summary(run)["tokenizer"]["metrics"]["vocab_size"]
 
     # edited tokenizer, killed while the tokenizer reruns: nothing changed on disk
-    killed_when(
-        "tokenizer",
-        tmp_path,
-        "run",
-        str(recipe),
-        "--out",
-        str(run),
-        "--set",
-        "tokenizer.vocab_size=320",
-    )
+    rerun_killed_when("tokenizer", tmp_path, recipe, run, "tokenizer.vocab_size=320")
     assert run_recipe_yaml(run)["tokenizer"]["vocab_size"] == 300
     entry = summary(run)["tokenizer"]
     assert entry["status"] == "done" and entry["metrics"]["vocab_size"] == vocab_300
 
     # edited data too: data completes, then the kill; the old tokenizer is stale, not done
-    killed_when(
-        "tokenizer",
-        tmp_path,
-        "run",
-        str(recipe),
-        "--out",
-        str(run),
-        "--set",
-        "data.sources.0.limit=150",
-        "--set",
-        "tokenizer.vocab_size=320",
-    )
+    overrides = ("data.sources.0.limit=150", "tokenizer.vocab_size=320")
+    rerun_killed_when("tokenizer", tmp_path, recipe, run, *overrides)
     written = run_recipe_yaml(run)
     assert written["data"]["sources"][0]["limit"] == 150  # data completed with its new section
     assert written["tokenizer"]["vocab_size"] == 300  # what the tokenizer on disk was made from
