@@ -2,7 +2,6 @@
 embeddings, label likelihoods under a tiny Llama (with and without the demonstrations' cache),
 and the stage end to end with its curve."""
 
-import csv
 import json
 
 import pytest
@@ -11,6 +10,7 @@ import yaml
 from helpers import (
     local_encoder,  # a tiny BERT classifier + its tokenizer
     tiny_llama_dir,
+    write_csv,
 )
 from pydantic import ValidationError
 
@@ -235,17 +235,15 @@ def test_wrong_model_kind_is_a_clear_error(llama):
 # ---------------------------------------------------------------- the stage
 
 
-def write_csv(path, docs):
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["body", "topic"])
-        for d in docs:
-            w.writerow([d.text[:600], d.label])
-    return path
-
-
-def run_recipe(tmp_path, finetune):
-    recipe = {"name": "fs", "finetune": finetune}
+def run_recipe(tmp_path, bbc, model, **finetune):
+    """The finetune stage with ``model`` on the ``bbc`` split (CSV files), max_length 32."""
+    section = {
+        "model": {"path": str(model)},
+        "data": data_section(tmp_path, bbc),
+        "max_length": 32,
+        **finetune,
+    }
+    recipe = {"name": "fs", "finetune": section}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp_path / "run"
     assert main(["run", str(tmp_path / "r.yaml"), "--out", str(out)]) == 0
@@ -269,13 +267,10 @@ def test_zero_shot_stage_writes_metrics_predictions_and_confusion(tmp_path, bbc,
     forced = tiny_llama_dir(tmp_path / "forced", [d.text for d in bbc[0]], force_token=sports)
     stage, m = run_recipe(
         tmp_path,
-        {
-            "method": "zero-shot",
-            "model": {"path": str(forced)},
-            "data": data_section(tmp_path, bbc),
-            "max_length": 32,
-            "fewshot": {"max_test": 30, "verbalizers": verbalizers},
-        },
+        bbc,
+        forced,
+        method="zero-shot",
+        fewshot={"max_test": 30, "verbalizers": verbalizers},
     )
     assert m["scorer"] == "likelihood" and m["test_examples"] == 30 and m["test_available"] == 50
     rows = [json.loads(x) for x in (stage / "predictions.jsonl").read_text().splitlines()]
@@ -291,25 +286,22 @@ def test_curve_runs_every_method_at_every_k_and_plots(tmp_path, bbc, llama):
     bert = local_encoder(tmp_path / "bert", [d.text for d in bbc[0]])
     stage, m = run_recipe(
         tmp_path,
-        {
-            "method": "in-context",
-            "model": {"path": str(bert)},
-            "data": data_section(tmp_path, bbc),
-            "max_length": 32,
-            "epochs": 1,
-            "batch_size": 8,
-            "method_config": {"target_modules": ["query", "value"]},
-            "fewshot": {
-                "curve": [2, 0, 1],
-                "curve_methods": [
-                    {"method": "in-context", "model": str(llama[0])},
-                    "in-context",
-                    "lora",
-                ],
-                "demo_tokens": 16,
-                "min_steps": 2,
-                "max_test": 20,
-            },
+        bbc,
+        bert,
+        method="in-context",
+        epochs=1,
+        batch_size=8,
+        method_config={"target_modules": ["query", "value"]},
+        fewshot={
+            "curve": [2, 0, 1],
+            "curve_methods": [
+                {"method": "in-context", "model": str(llama[0])},
+                "in-context",
+                "lora",
+            ],
+            "demo_tokens": 16,
+            "min_steps": 2,
+            "max_test": 20,
         },
     )
     llama_name, bert_name = f"in-context:{llama[0].name}", "in-context:bert"
@@ -336,15 +328,5 @@ def test_curve_runs_every_method_at_every_k_and_plots(tmp_path, bbc, llama):
 
 def test_k_shot_fine_tuning_trains_on_k_examples_per_class(tmp_path, bbc):
     bert = local_encoder(tmp_path / "bert", [d.text for d in bbc[0]])
-    _, m = run_recipe(
-        tmp_path,
-        {
-            "method": "full",
-            "model": {"path": str(bert)},
-            "data": data_section(tmp_path, bbc),
-            "max_length": 32,
-            "epochs": 1,
-            "fewshot": {"shots": 3},
-        },
-    )
+    _, m = run_recipe(tmp_path, bbc, bert, method="full", epochs=1, fewshot={"shots": 3})
     assert m["train_examples"] == 15 and m["test_examples"] == 50
