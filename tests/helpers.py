@@ -54,6 +54,21 @@ def tiny_bert(head: type | None = None, seed: int = 0, **config: Any) -> Any:
     return (head or BertForSequenceClassification)(tiny_bert_config(**config))
 
 
+def minilm_shaped_classifier() -> Any:
+    """A randomly initialised 5-way BERT classifier of all-MiniLM-L6-v2's shape (6 layers,
+    384 wide, 12 heads, FFN 1536, BERT's vocabulary): parameter counts at a real size."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        num_labels=5,
+    )
+    return BertForSequenceClassification(config)
+
+
 def force_next_token(model: Any, token: int, strength: float) -> None:
     """Make ``token`` the likeliest next token at every position of an untied Llama.
 

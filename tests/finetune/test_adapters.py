@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+from helpers import minilm_shaped_classifier
 from safetensors.torch import load_file
 from transformers import (
     BertConfig,
@@ -86,14 +87,7 @@ def test_a_fresh_adapter_computes_exactly_what_the_base_model_did():
 
 
 def test_minilm_shape_trains_under_one_and_a_half_percent():
-    config = BertConfig(
-        hidden_size=384,
-        num_hidden_layers=6,
-        num_attention_heads=12,
-        intermediate_size=1536,
-        num_labels=5,
-    )  # all-MiniLM-L6-v2's shape
-    model = BertForSequenceClassification(config)
+    model = minilm_shaped_classifier()
     total_before = sum(p.numel() for p in model.parameters())
     model = apply_method("adapter", model, MethodConfig(adapter_size=64), "SEQ_CLS", 10)
     trainable, total = trainable_parameters(model)

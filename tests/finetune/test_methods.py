@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from helpers import tiny_bert
-from transformers import BertConfig, BertForSequenceClassification
+from helpers import minilm_shaped_classifier, tiny_bert
+from transformers import BertForSequenceClassification
 
 from lmforge.core.errors import LmforgeError
 from lmforge.finetune.methods import (
@@ -83,16 +83,7 @@ def test_lora_merges_into_a_plain_model_with_the_same_outputs():
 
 
 def test_lora_trains_under_one_percent_of_a_real_sized_encoder():
-    config = BertConfig(
-        hidden_size=384,
-        num_hidden_layers=6,
-        num_attention_heads=12,
-        intermediate_size=1536,
-        num_labels=5,
-    )  # MiniLM-L6's shape
-    model = apply_method(
-        "lora", BertForSequenceClassification(config), MethodConfig(), "SEQ_CLS", 10
-    )
+    model = apply_method("lora", minilm_shaped_classifier(), MethodConfig(), "SEQ_CLS", 10)
     trainable, total = trainable_parameters(model)
     assert trainable / total < 0.01
 
