@@ -154,6 +154,35 @@ def train_toy(model: Any, cfg: Any, work: Path) -> Any:
     )
 
 
+# a 1-layer gpt-tiny: the pretraining tests' model (tests/pretrain, tests/reliability)
+TINY_GPT = {
+    "preset": "gpt-tiny",
+    "layers": 1,
+    "heads": 2,
+    "hidden": 32,
+    "intermediate": 64,
+    "context": 64,
+}
+
+
+def pretrain_section(**overrides: Any) -> dict[str, Any]:
+    """A recipe's pretrain section: ``TINY_GPT`` (CLM) for 12 steps of 4 x 32 tokens,
+    evaluated every 6 steps and checkpointed every 3."""
+    section = {
+        "model": TINY_GPT,
+        "objective": "clm",
+        "block_size": 32,
+        "batch_size": 4,
+        "max_steps": 12,
+        "warmup_steps": 2,
+        "eval_every": 6,
+        "eval_batches": 2,
+        "checkpoint_every": 3,
+        "tensorboard": False,
+    }
+    return {**section, **overrides}
+
+
 def local_encoder(path: Path, texts: list[str], vocab_size: int = 2000) -> Path:
     """A model directory as a user would have one: a 1-layer BERT classifier + its tokenizer."""
     tok = trained_tokenizer(texts, vocab_size=vocab_size)  # may hold a few more (the alphabet)

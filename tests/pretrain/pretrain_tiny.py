@@ -5,23 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from helpers import TINY_GPT, pretrain_section
 
-TINY_GPT = {
-    "preset": "gpt-tiny",
-    "layers": 1,
-    "heads": 2,
-    "hidden": 32,
-    "intermediate": 64,
-    "context": 64,
-}
-TINY_BERT = {
-    "preset": "bert-tiny",
-    "layers": 1,
-    "heads": 2,
-    "hidden": 32,
-    "intermediate": 64,
-    "context": 64,
-}
+__all__ = ["TINY_BERT", "TINY_GPT", "base_recipe", "pretrain_section", "write_recipe"]
+
+TINY_BERT = {**TINY_GPT, "preset": "bert-tiny"}
 
 
 def base_recipe(kind: str) -> dict:
@@ -34,23 +22,6 @@ def base_recipe(kind: str) -> dict:
         },
         "tokenizer": {"kind": kind, "vocab_size": 500},
     }
-
-
-def pretrain_section(**kw) -> dict:
-    section = {
-        "model": TINY_GPT,
-        "objective": "clm",
-        "block_size": 32,
-        "batch_size": 4,
-        "max_steps": 12,
-        "warmup_steps": 2,
-        "eval_every": 6,
-        "eval_batches": 2,
-        "checkpoint_every": 3,
-        "tensorboard": False,
-    }
-    section.update(kw)
-    return section
 
 
 def write_recipe(path: Path, raw: dict) -> Path:

@@ -13,30 +13,13 @@ import sys
 from pathlib import Path
 
 import yaml
+from helpers import pretrain_section
 
 from lmforge.cli import main
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "from"]
 
-TINY_PRETRAIN = {
-    "model": {
-        "preset": "gpt-tiny",
-        "layers": 1,
-        "heads": 2,
-        "hidden": 32,
-        "intermediate": 64,
-        "context": 64,
-    },
-    "objective": "clm",
-    "block_size": 32,
-    "batch_size": 4,
-    "max_steps": 12,
-    "warmup_steps": 2,
-    "eval_every": 6,
-    "eval_batches": 1,
-    "checkpoint_every": 3,
-    "tensorboard": False,
-}
+TINY_PRETRAIN = pretrain_section(eval_batches=1)
 
 
 def write_corpus(path: Path, lines: int = 200) -> Path:
