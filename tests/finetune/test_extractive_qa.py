@@ -158,18 +158,23 @@ def test_prompt_tuning_virtual_tokens_shift_positions_and_logits(tok):
         TASK.encode(tok, [doc], INFO, prompt.model_copy(update={"max_length": 18}), "train")
 
 
-def test_a_tiny_bert_learns_to_point_at_answers(tok, docs, tmp_path):
-    """Overfitting a small set: the loop, positions and decoding agree end to end."""
-    train = [d for d in docs if len(d.text) < 500][:8]  # short contexts: 1-2 windows
-    tiny_bert(
+def save_tiny_qa_bert(tok, path):
+    """A fresh 1-layer BERT with a QA head for ``tok``'s vocabulary, saved to ``path``."""
+    model = tiny_bert(
         BertForQuestionAnswering,
         vocab_size=len(tok),
         num_hidden_layers=1,
         max_position_embeddings=128,
-    ).save_pretrained(tmp_path / "base")
-    model = apply_method(
-        "full", TASK.load_model(tmp_path / "base", INFO), MethodConfig(), "QUESTION_ANS", 1
     )
+    model.save_pretrained(path)
+    return path
+
+
+def test_a_tiny_bert_learns_to_point_at_answers(tok, docs, tmp_path):
+    """Overfitting a small set: the loop, positions and decoding agree end to end."""
+    train = [d for d in docs if len(d.text) < 500][:8]  # short contexts: 1-2 windows
+    base = save_tiny_qa_bert(tok, tmp_path / "base")
+    model = apply_method("full", TASK.load_model(base, INFO), MethodConfig(), "QUESTION_ANS", 1)
     enc = TASK.encode(tok, train, INFO, cfg(128), "train")
     history = fit(model, enc, None, epochs=8, lr=1e-2, batch_size=8, warmup_ratio=0.0)
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
@@ -195,12 +200,7 @@ def assert_same_logits(a, b, enc):
 def test_a_lora_adapter_for_qa_reloads_in_plain_peft(tok, docs, tmp_path):
     from peft import PeftModel
 
-    tiny_bert(
-        BertForQuestionAnswering,
-        vocab_size=len(tok),
-        num_hidden_layers=1,
-        max_position_embeddings=128,
-    ).save_pretrained(tmp_path / "base")
+    save_tiny_qa_bert(tok, tmp_path / "base")
     model = TASK.load_model(tmp_path / "base", INFO)
     model = apply_method("lora", model, MethodConfig(), TASK.peft_task, total_steps=2)
     enc = TASK.encode(tok, docs[:8], INFO, cfg(128), "train")
