@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from helpers import local_encoder, write_csv
+from helpers import classify_section, local_encoder, write_csv
 
 from lmforge.cli import main
 from lmforge.core.errors import RecipeError
@@ -19,19 +19,10 @@ def test_augmented_copies_join_the_training_set(tmp_path):
     train = write_csv(tmp_path / "train.csv", docs[:40], chars=300)
     test = write_csv(tmp_path / "test.csv", docs[40:], chars=300)
     base = local_encoder(tmp_path / "base", [d.text for d in docs])
-    recipe = {
-        "name": "aug",
-        "finetune": {
-            "method": "full",
-            "model": {"path": str(base)},
-            "data": {"train": str(train), "test": str(test), "text_column": "body",
-                     "label_column": "topic"},
-            "epochs": 1,
-            "max_length": 32,
-            "augment": "char",
-            "augment_share": 0.5,
-        },
-    }  # fmt: skip
+    section = classify_section(
+        base, train, test, method="full", epochs=1, max_length=32, augment="char", augment_share=0.5
+    )
+    recipe = {"name": "aug", "finetune": section}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run")]) == 0
     m = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]["finetune"]["metrics"]

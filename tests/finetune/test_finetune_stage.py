@@ -52,19 +52,7 @@ def test_unseen_test_labels_fail_naming_rows(tmp_path, capsys):
     train = write_csv(tmp_path / "train.csv", [d for d in docs if d.label != "tech"])
     test = write_csv(tmp_path / "test.csv", docs[:5])
     base = local_encoder(tmp_path / "base", [d.text for d in docs])
-    recipe = {
-        "name": "ft",
-        "finetune": {
-            "method": "full",
-            "model": {"path": str(base)},
-            "data": {
-                "train": str(train),
-                "test": str(test),
-                "text_column": "body",
-                "label_column": "topic",
-            },
-        },
-    }
+    recipe = {"name": "ft", "finetune": classify_section(base, train, test, method="full")}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run")]) == 1
     assert "'test' rows have labels never seen in training" in capsys.readouterr().err
