@@ -12,6 +12,7 @@ at import time, and lmforge inside the functions that need it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import tempfile
@@ -51,6 +52,17 @@ def call_worker(cmd: list[str], env: dict[str, str]) -> WorkerRun:
     if proc.returncode:
         result = None
     return WorkerRun(result, seconds, proc.returncode, proc.stderr or proc.stdout)
+
+
+def write_results(
+    path: Path, args: Any, keys: tuple[str, ...], libraries: tuple[str, ...], **payload: Any
+) -> None:
+    """``{"settings": ..., **payload}`` as indented JSON at ``path``; the settings are the
+    command-line values ``keys`` of ``args`` and the versions of ``libraries``, so that a
+    results file says what produced it."""
+    settings = {k: getattr(args, k) for k in keys}
+    settings |= {name: importlib.import_module(name).__version__ for name in libraries}
+    path.write_text(json.dumps({"settings": settings, **payload}, indent=2) + "\n")
 
 
 def train_throwaway(model: Any, cfg: Any, data: Any, device: Any, seed: int, prefix: str) -> Any:

@@ -27,14 +27,13 @@ estimate of the full run's time from its own timings.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
 import time
 from pathlib import Path
 
-from bench_common import call_worker, print_result
+from bench_common import call_worker, print_result, write_results
 
 # this file is named peft.py: drop its folder from the import path, so that `import peft`
 # (inside lmforge) finds the library and not this script
@@ -303,23 +302,12 @@ def main() -> None:
     if args.quick:
         estimate_full_run(results, args, len(bbc_splits(args.test_fraction, None, None)["train"]))
     if args.out:
-        import peft
-        import torch
-        import transformers
-
-        settings = {
-            k: getattr(args, k)
-            for k in ("epochs", "batch", "max_length", "test_fraction", "train_limit", "test_limit")
-        }
-        settings |= {"threads": args.threads, "torch": torch.__version__}
-        settings |= {"transformers": transformers.__version__, "peft": peft.__version__}
-        payload = {
-            "settings": settings,
-            "baseline": baseline,
-            "results": results,
-            "goals": goals,
-        }
-        args.out.write_text(json.dumps(payload, indent=2) + "\n")
+        keys = ("epochs", "batch", "max_length", "test_fraction", "train_limit", "test_limit")
+        keys += ("threads",)
+        libraries = ("torch", "transformers", "peft")
+        write_results(
+            args.out, args, keys, libraries, baseline=baseline, results=results, goals=goals
+        )
         print(f"\nresults: {args.out}")
 
 

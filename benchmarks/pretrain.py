@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import resource
 import statistics
@@ -43,7 +42,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import call_worker, print_result, train_throwaway
+from bench_common import call_worker, print_result, train_throwaway, write_results
 
 # benchmarks/peft.py sits beside this file: drop this folder from the import path, so that
 # `import peft` (inside transformers' Trainer) finds the library and not that script
@@ -438,20 +437,18 @@ def main() -> None:
             "the benchmark; another process was probably using the CPU, so the numbers are noisy"
         )
     if args.json:
-        import transformers
-
         keys = ("steps", "warmup", "batch", "block", "precision", "compile", "threads", "device")
         keys += ("log_every",)
-        settings = {k: getattr(args, k) for k in keys}
-        settings |= {"torch": torch.__version__, "transformers": transformers.__version__}
-        payload = {
-            "settings": settings,
-            "peak_flops": peaks,
-            "peak_flops_before": peaks_before,
-            "peak_flops_after": peaks_after,
-            "results": results,
-        }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        write_results(
+            args.json,
+            args,
+            keys,
+            ("torch", "transformers"),
+            peak_flops=peaks,
+            peak_flops_before=peaks_before,
+            peak_flops_after=peaks_after,
+            results=results,
+        )
         print(f"\nraw results: {args.json}")
 
 
