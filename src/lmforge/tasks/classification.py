@@ -54,6 +54,20 @@ class LabelInfo:
                 f"known labels: {self.labels}"
             )
 
+    def targets(self, docs: list[Document]) -> list[Any]:
+        """Each document's training target: its class id, or a multi-hot vector of floats
+        (BCE's targets) for multi-label data."""
+        index = {name: i for i, name in enumerate(self.labels)}
+        if not self.multi_label:
+            return [index[d.label] for d in docs]  # type: ignore[index]
+        out = []
+        for d in docs:
+            y = [0.0] * len(self.labels)
+            for name in d.label:  # type: ignore[union-attr]
+                y[index[name]] = 1.0
+            out.append(y)
+        return out
+
 
 def prepare(splits: Splits) -> LabelInfo:
     info = LabelInfo.from_documents(splits["train"])
@@ -98,19 +112,11 @@ def encode(
     """Tokenize with truncation (counted) and map labels to ids."""
     opts = TaskOptions.of(options)
     info.check(docs, split)
-    index = {name: i for i, name in enumerate(info.labels)}
     ids, truncated = tokenize_counting_truncation(
         tokenizer, [d.text for d in docs], opts.max_length
     )
-    features = []
-    for row, d in zip(ids, docs, strict=True):
-        if info.multi_label:
-            y: Any = [0.0] * len(info.labels)
-            for x in d.label:  # type: ignore[union-attr]
-                y[index[x]] = 1.0
-        else:
-            y = index[d.label]  # type: ignore[index]
-        features.append({"input_ids": row, "labels": y})
+    targets = info.targets(docs)
+    features = [{"input_ids": row, "labels": y} for row, y in zip(ids, targets, strict=True)]
     return Encoded(
         features, [d.label for d in docs], text_collate(tokenizer.pad_token_id), truncated
     )

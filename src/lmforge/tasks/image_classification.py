@@ -171,16 +171,8 @@ def encode(
             scale,
         )
     x = pixel_values(processor, [d.image for d in docs])
-    index = {name: i for i, name in enumerate(info.labels)}
-    features = []
-    for row, d in zip(x, docs, strict=True):
-        if info.multi_label:
-            y: Any = [0.0] * len(info.labels)
-            for name in d.label:  # type: ignore[union-attr]
-                y[index[name]] = 1.0
-        else:
-            y = index[d.label]  # type: ignore[index]
-        features.append({"pixel_values": row, "labels": y})
+    targets = info.targets(docs)
+    features = [{"pixel_values": row, "labels": y} for row, y in zip(x, targets, strict=True)]
     return Encoded(features, [d.label for d in docs], image_collate(split == "train"))
 
 
