@@ -614,6 +614,14 @@ def serve(
             help="Serve a run's fine-tuned model, not the compress artefact chosen for it.",
         ),
     ] = False,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="fp32, bf16 or fp16 (autocast), or auto: fp32 or bf16, whichever is measured "
+            "faster here.",
+        ),
+    ] = "fp32",
 ) -> None:
     """Serve a model over HTTP: task routes, OpenAI-compatible generation, feedback."""
     from lmforge.explain.control import guards_from_options
@@ -621,12 +629,22 @@ def serve(
     from lmforge.serve.run import api_key_from_env
     from lmforge.serve.run import serve as run_server
 
+    if precision not in ("fp32", "bf16", "fp16", "auto"):
+        raise typer.BadParameter(
+            f"{precision!r} is not one of fp32, bf16, fp16, auto", param_hint="--precision"
+        )
     limits = Limits(max_body_bytes, max_texts, max_chars, max_tokens, max_n, timeout)
     guards = guards_from_options(
         ban=ban, gate=gate, gate_refuse=gate_refuse, gate_threshold=gate_threshold
     )
     settings = Settings(
-        api_key_from_env(api_key_env), max_batch_size, max_wait_ms, log_inputs, limits, guards
+        api_key_from_env(api_key_env),
+        max_batch_size,
+        max_wait_ms,
+        log_inputs,
+        limits,
+        guards,
+        precision=precision,
     )
     run_server(
         target,

@@ -9,8 +9,8 @@ import torch
 from pretrain_tiny import base_recipe, pretrain_section, write_recipe
 
 from lmforge.cli import main
-from lmforge.pretrain import precision as precision_mod
-from lmforge.pretrain.precision import probe_precision, resolve_precision
+from lmforge.core import precision as precision_mod
+from lmforge.core.precision import probe_precision, resolve_precision
 
 
 def test_auto_resolves_to_fp32_or_bf16_on_this_machine_and_probes_once():

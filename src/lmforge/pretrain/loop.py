@@ -24,6 +24,11 @@ from lmforge.core.distributed import DistInfo, barrier, broadcast_object
 from lmforge.core.errors import LmforgeError
 from lmforge.core.log import logger
 from lmforge.core.metrics import MetricsLogger
+from lmforge.core.precision import (
+    PrecisionChoice,
+    autocast_context,
+    resolve_precision,
+)
 from lmforge.core.progress import progress_bar
 from lmforge.pretrain.checkpoint import (
     TrainerState,
@@ -35,7 +40,6 @@ from lmforge.pretrain.config import PretrainConfig
 from lmforge.pretrain.evaluate import evaluate
 from lmforge.pretrain.optim import build_optimizer, lr_at
 from lmforge.pretrain.parallel import full_tensor, uses_fsdp, wrap_model
-from lmforge.pretrain.precision import PrecisionChoice, resolve_precision
 from lmforge.pretrain.sampler import BatchSampler, mix_seed
 
 # (indices, seed) -> model inputs on CPU; the objective's batch function
@@ -51,13 +55,6 @@ class LoopResult:
     tokens_per_second: float = 0.0
     resumed_from: int | None = None
     precision: PrecisionChoice | None = None  # what the run trained in ('auto' resolved)
-
-
-def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def train(

@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from lmforge.core.log import logger
 from lmforge.serve import schemas as s
 from lmforge.serve.batching import Batcher
 from lmforge.serve.feedback import FeedbackStore
@@ -43,6 +44,54 @@ TASK_OF_ROUTE = {
 }
 
 
+def serving_precision(sm: ServedModel, settings: Settings) -> Any:
+    """What the model thread computes in (``--precision``), resolved once at start-up.
+
+    bf16 autocast is a torch feature: an ONNX or int8 artefact runs as it was exported, so
+    asking for bf16 there is an error and ``auto`` keeps fp32. ``auto`` times the model's MLP
+    product at a full batch of the longest inputs in fp32 and in bf16 and keeps the faster.
+    """
+    from lmforge.core.errors import LmforgeError
+    from lmforge.core.precision import PrecisionChoice, resolve_precision
+
+    requested = settings.precision
+    if requested == "fp32":
+        return PrecisionChoice("fp32", "fp32")
+    if sm.format != "transformers":
+        if requested == "auto":
+            return PrecisionChoice("fp32", "auto")
+        raise LmforgeError(
+            f"--precision {requested}: {sm.artifact or sm.path} ({sm.format}) runs as it was "
+            "exported; bf16/fp16 autocast applies to transformers models "
+            "(serve the fine-tuned model with --uncompressed, or drop --precision)"
+        )
+    import torch
+
+    device = next(sm.model.parameters()).device
+    if device.type == "cpu" and requested == "fp16":
+        raise LmforgeError("--precision fp16 needs a CUDA GPU; use bf16 on a CPU")
+    config = getattr(sm.model, "config", None)
+    hidden = int(getattr(config, "hidden_size", 0) or 256)
+    tokens = settings.max_batch_size * int(getattr(sm.cfg, "max_length", 128) or 128)
+    return resolve_precision(requested, torch.device(device), tokens, hidden, who="serve")
+
+
+def in_precision(run: Any, precision: str, sm: ServedModel) -> Any:
+    """``run`` wrapped to compute in ``precision`` (autocast is per thread: entered in the
+    model thread, around each batch)."""
+    if precision == "fp32":
+        return run
+    from lmforge.core.precision import autocast_context
+
+    device = next(sm.model.parameters()).device
+
+    def wrapped(values: list[Any], key: Any) -> Any:
+        with autocast_context(precision, device):
+            return run(values, key)
+
+    return wrapped
+
+
 class Server:
     """What the routes share: the model, its batchers, the store, limits and metrics."""
 
@@ -55,10 +104,12 @@ class Server:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="lmforge-model")
         self.context = context_limit(getattr(sm.model, "config", None))  # None: ONNX
         self.created = int(time.time())
+        self.precision = serving_precision(sm, settings)
+        logger.info("serve: computing in %s", self.precision.precision)
 
         def batcher(name: str, run: Any) -> Batcher:
             return Batcher(
-                run,
+                in_precision(run, self.precision.precision, sm),
                 self.executor,
                 max_batch_size=settings.max_batch_size,
                 max_wait_ms=settings.max_wait_ms,
@@ -258,7 +309,6 @@ def build_app(sm: ServedModel, settings: Settings, store_path: Path) -> Any:
 
         if isinstance(e, LmforgeError):  # the task refused this input (e.g. too long a prompt)
             return JSONResponse(error_body(400, str(e)), 400)
-        from lmforge.core.log import logger
 
         logger.exception("serve: %s %s failed", request.method, request.url.path)
         return JSONResponse(error_body(500, f"internal error: {type(e).__name__}"), 500)
@@ -267,7 +317,7 @@ def build_app(sm: ServedModel, settings: Settings, store_path: Path) -> Any:
     async def health() -> dict:
         return {
             "status": "ok", "model": sm.name, "task": sm.task, "artifact": sm.artifact,
-            "format": sm.format,
+            "format": sm.format, "precision": server.precision.precision,
         }  # fmt: skip
 
     @app.get("/v1/models")

@@ -56,6 +56,7 @@ class Settings:
     limits: Limits = Limits()
     # explain.control.Guards from --ban / --gate: every generation route enforces them
     guards: Any = None
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | auto: the faster here (--precision)
 
 
 class ApiError(Exception):

@@ -1,4 +1,6 @@
-"""``pretrain.precision: auto``: train in whichever of fp32 and bf16 this machine runs faster.
+"""``precision: auto``: run in whichever of fp32 and bf16 this machine runs faster.
+
+Used by pretraining (``pretrain.precision``) and serving (``lmforge serve --precision``).
 
 bf16 autocast is not faster everywhere: on a CPU with AMX it was 1.25x faster per step for a
 tiny GPT, on an AMD EPYC without AMX bf16 matmuls reach 0.41 TFLOP/s against fp32's 0.19-0.38
@@ -10,6 +12,7 @@ probe takes a fraction of a second and is cached per process and shape.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import dataclass
@@ -81,17 +84,26 @@ def probe_precision(
     return fp32, bf16
 
 
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """A fresh context that runs its block in ``precision`` (fp32: as is; bf16/fp16: autocast)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def resolve_precision(
-    requested: str, device: torch.device, tokens: int, hidden: int
+    requested: str, device: torch.device, tokens: int, hidden: int, who: str = "pretrain"
 ) -> PrecisionChoice:
-    """The precision to train in: ``requested`` itself, or for ``auto`` the faster of fp32 and
+    """The precision to run in: ``requested`` itself, or for ``auto`` the faster of fp32 and
     bf16 (autocast) for a (tokens, hidden) model on ``device``.
 
     Args:
-        requested: the recipe's ``pretrain.precision`` (fp32, bf16, fp16 or auto).
-        device: where training runs.
-        tokens: tokens per micro-batch (batch size x block size).
+        requested: fp32, bf16, fp16 or auto (``pretrain.precision``, ``serve --precision``).
+        device: where the model runs.
+        tokens: tokens per forward pass (batch size x block size).
         hidden: the model's hidden size.
+        who: the stage or command named in the log line.
     """
     if requested != "auto":
         return PrecisionChoice(precision=requested, requested=requested)
@@ -100,7 +112,8 @@ def resolve_precision(
     fp32, bf16 = probe_precision(device.type, device.index, tokens, hidden)
     choice = "bf16" if bf16 < fp32 else "fp32"
     logger.info(
-        "pretrain: precision auto -> %s (a %dx%d @ %dx%d product: fp32 %.2f ms, bf16 %.2f ms)",
+        "%s: precision auto -> %s (a %dx%d @ %dx%d product: fp32 %.2f ms, bf16 %.2f ms)",
+        who,
         choice,
         min(tokens, PROBE_MAX_TOKENS),
         hidden,
