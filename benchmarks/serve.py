@@ -20,7 +20,11 @@ per burst (a burst that hits the limit reports what finished).
 
     python benchmarks/serve.py [--requests 256] [--gen-requests 48] [--clients 16]
         [--chars 120] [--max-seconds 120] [--quick] [--only classify|generate]
-        [--out results.json]
+        [--precision fp32[,bf16]] [--out results.json]
+
+``--precision fp32,bf16`` runs (a) and (b) once per precision (``lmforge serve --precision``);
+the ratios compare each lmforge row with batching at its own precision, the pipeline with the
+first precision's batching row.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PLAIN_APP = """
@@ -197,8 +202,13 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=120, help="per burst")
     ap.add_argument("--quick", action="store_true", help="64 / 16 requests")
     ap.add_argument("--only", choices=["classify", "generate"], help="one route only")
+    ap.add_argument(
+        "--precision", default="fp32", help="lmforge serve --precision, comma-separated: each "
+        "gets a batching and a no-batching server (e.g. fp32,bf16)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    first = args.precision.split(",")[0]
     if args.quick:
         args.requests, args.gen_requests = 64, 16
 
@@ -217,18 +227,22 @@ def main() -> None:
         for i in range(args.gen_requests)
     ]  # fmt: skip
 
-    def lmforge_cmd(model: Path, port: int, batch: int) -> list[str]:
+    def lmforge_cmd(model: Path, port: int, batch: int, precision: str) -> list[str]:
         return [sys.executable, "-m", "lmforge", "serve", str(model), "--port", str(port),
-                "--max-batch-size", str(batch), "--max-wait-ms", "5", "--timeout", "600"]  # fmt: skip
+                "--max-batch-size", str(batch), "--max-wait-ms", "5", "--timeout", "600",
+                "--precision", precision]  # fmt: skip
 
     def plain_cmd(kind: str, model: Path, port: int) -> list[str]:
         return [sys.executable, str(work / "plain.py"), kind, str(model), str(port)]
 
-    setups = {
-        "lmforge, batching": lambda kind, model, port: lmforge_cmd(model, port, 32),
-        "lmforge, no batching": lambda kind, model, port: lmforge_cmd(model, port, 1),
-        "transformers.pipeline handler": plain_cmd,
-    }
+    def lmforge(batch: int, precision: str) -> Callable[[str, Path, int], list[str]]:
+        return lambda kind, model, port: lmforge_cmd(model, port, batch, precision)
+
+    setups: dict[str, Callable[[str, Path, int], list[str]]] = {}
+    for p in args.precision.split(","):
+        setups[f"lmforge, batching, {p}"] = lmforge(32, p)
+        setups[f"lmforge, no batching, {p}"] = lmforge(1, p)
+    setups["transformers.pipeline handler"] = plain_cmd
     results: dict[str, dict] = {}
     for kind, model, path, bodies in (
         ("classify", cls, "/v1/classify", cls_bodies),
@@ -250,17 +264,20 @@ def main() -> None:
             results.setdefault(kind, {})[name] = r
             print(f"{kind:<9} {name:<31} {json.dumps(r)}", flush=True)
     for rows in results.values():
-        base = rows["lmforge, batching"]["rps"]
-        for r in rows.values():
-            r["batching_speedup"] = round(base / r["rps"], 2) if r["rps"] else None
+        for name, r in rows.items():  # against batching at the same precision (the pipeline:
+            p = name.rsplit(", ", 1)[-1] if name.startswith("lmforge") else first  # at the first)
+            base = rows[f"lmforge, batching, {p}"]
+            r["batching_speedup"] = round(base["rps"] / r["rps"], 2) if r["rps"] else None
+            cpu, base_cpu = r.get("cpu_ms_per_request"), base.get("cpu_ms_per_request")
+            r["batching_cpu_saving"] = round(cpu / base_cpu, 2) if cpu and base_cpu else None
     print("\n| route | server | req/s | p50 ms | p95 ms | p99 ms | CPU ms/request | "
-          "batching is x faster |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          "batching is x faster | x less CPU |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for kind, rows in results.items():
         for name, r in rows.items():
             print(f"| {kind} | {name} | {r['rps']} | {r['p50_ms']} | {r['p95_ms']} | "
                   f"{r['p99_ms']} | {r.get('cpu_ms_per_request', '-')} | "
-                  f"{r['batching_speedup']} |")  # fmt: skip
+                  f"{r['batching_speedup']} | {r['batching_cpu_saving'] or '-'} |")  # fmt: skip
     if args.out:
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
                                         "results": results}, indent=2))  # fmt: skip
