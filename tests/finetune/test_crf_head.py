@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from helpers import local_encoder, tiny_bert_config, trained_tokenizer
+from helpers import finetune_section, local_encoder, tiny_bert_config, trained_tokenizer
 from transformers import BertForTokenClassification
 
 import lmforge.tasks.crf as crf_module
@@ -167,25 +167,11 @@ def test_finetune_stage_trains_saves_and_reloads_a_crf_head(daily, tmp_path, cap
         with open(tmp_path / f"{name}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
     base = local_encoder(tmp_path / "enc", [d.text for d in daily], vocab_size=4000)
-    recipe = {
-        "name": "crf",
-        "finetune": {
-            "task": "token-classification",
-            "method": "lora",
-            "head": "crf",
-            "merge": True,
-            "model": {"path": str(base)},
-            "data": {
-                "train": str(tmp_path / "train.jsonl"),
-                "test": str(tmp_path / "test.jsonl"),
-                "text_column": "tokens",
-                "label_column": "tags",
-            },
-            "epochs": 1,
-            "lr": 5e-3,
-            "max_length": 64,
-        },
-    }
+    section = finetune_section(
+        "token-classification", base, tmp_path / "train.jsonl", tmp_path / "test.jsonl",
+        ("tokens", "tags"), head="crf", merge=True, epochs=1, lr=5e-3,
+    )  # fmt: skip
+    recipe = {"name": "crf", "finetune": section}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True))
     code = main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run")])
     assert code == 0, capsys.readouterr().err
