@@ -8,7 +8,8 @@ import sqlite3
 from lmforge.serve.feedback import FeedbackStore, input_hash, read_corrections
 
 
-def _write(path: str, tag: str, n: int) -> None:
+def _write(path: str, tag: str, n: int, start) -> None:
+    start.wait()  # both open the fresh file at once: the race CI once lost
     store = FeedbackStore(path)
     for i in range(n):
         store.log_response(f"{tag}{i}", "m", "/v1/classify", [f"text {tag}{i}"], [{"label": "a"}])
@@ -19,7 +20,8 @@ def _write(path: str, tag: str, n: int) -> None:
 def test_two_writer_processes_lose_nothing(tmp_path):
     path = str(tmp_path / "fb.sqlite")
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_write, args=(path, tag, 60)) for tag in ("a", "b")]
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_write, args=(path, tag, 60, start)) for tag in ("a", "b")]
     for p in procs:
         p.start()
     for p in procs:

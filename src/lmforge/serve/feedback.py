@@ -22,6 +22,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,28 @@ def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
+    # switching a new file to WAL takes an exclusive lock that SQLite's busy handler does not
+    # wait for: two processes opening a fresh store at once got "database is locked" (CI)
+    _until_unlocked(lambda: db.execute("PRAGMA journal_mode=WAL"))
     db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute("PRAGMA busy_timeout=30000")
-    db.executescript(SCHEMA)
+    _until_unlocked(lambda: db.executescript(SCHEMA))
     return db
+
+
+def _until_unlocked(statement: Callable[[], Any], timeout: float = 30.0) -> None:
+    """Run ``statement``, retrying with backoff while another connection holds the lock."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.25)
 
 
 class FeedbackStore:
