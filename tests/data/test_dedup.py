@@ -126,3 +126,10 @@ def test_empty_input_and_bad_bands():
     assert near_dedup([]) == NearDedupResult(keep=[], clusters=[], pairs=0)
     with pytest.raises(ValueError, match="divisor"):
         near_dedup(["a"], num_perm=128, bands=5)
+
+
+def test_a_misspelt_option_is_refused_even_with_nothing_to_compare():
+    with pytest.raises(TypeError, match="treshold"):
+        near_dedup([], treshold=0.5)
+    with pytest.raises(TypeError, match="treshold"):
+        near_dedup(["a", "b"], treshold=0.5)

@@ -24,6 +24,7 @@ block (a 15 MB Chinese line took 1.4 GB).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -417,6 +418,8 @@ def near_dedup(texts: list[str], **options: Any) -> NearDedupResult:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    # a misspelt keyword fails here even when there is nothing to compare
+    inspect.signature(near_duplicate_pairs).bind(texts, **options)
     if not texts:
         return NearDedupResult(keep=[], clusters=[], pairs=0)
     pairs = near_duplicate_pairs(texts, **options)
