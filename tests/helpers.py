@@ -398,3 +398,31 @@ def finetune_section(
 def classify_section(base: Path, train: Path, test: Path, **overrides: Any) -> dict[str, Any]:
     """A recipe's finetune section: LoRA classification of ``write_csv`` files on ``base``."""
     return finetune_section("classification", base, train, test, ("body", "topic"), **overrides)
+
+
+CRF_LABELS = ["O", "B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER"]
+
+
+def random_crf_model(tokenizer: Any, path: Path) -> Any:
+    """A saved BERT-CRF tagging ``CRF_LABELS``, its emissions and transitions both far from
+    uniform, so the Viterbi path differs from per-token argmax and a decoding mistake shows."""
+    import torch
+    from transformers import BertForTokenClassification
+
+    from lmforge.tasks.crf import CrfTagger
+
+    torch.manual_seed(0)
+    config = tiny_bert_config(
+        vocab_size=len(tokenizer), num_labels=len(CRF_LABELS), max_position_embeddings=128
+    )
+    model = BertForTokenClassification(config)
+    model.config.id2label = dict(enumerate(CRF_LABELS))
+    model.config.label2id = {t: i for i, t in enumerate(CRF_LABELS)}
+    model.classifier.weight.data.normal_(0, 0.5)
+    tagger = CrfTagger(model, CRF_LABELS)
+    with torch.no_grad():
+        for p in tagger.crf.parameters():
+            p.normal_(0, 2)
+    tagger.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return tagger

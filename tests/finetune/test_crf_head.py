@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from helpers import finetune_section, local_encoder, tiny_bert_config, trained_tokenizer
+from helpers import CRF_LABELS as LABELS
+from helpers import finetune_section, local_encoder, random_crf_model, trained_tokenizer
 from transformers import BertForTokenClassification
 
 import lmforge.tasks.crf as crf_module
@@ -28,7 +29,6 @@ from lmforge.tasks.crf import CRF_FILE, CrfTagger, viterbi_decode
 from lmforge.tasks.token_classification import IGNORE, TagInfo
 
 TASK = TASKS.get("token-classification")
-LABELS = ["O", "B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,26 +95,6 @@ def test_head_crf_is_refused_outside_token_classification():
     with pytest.raises(ValueError, match="head: a CRF tags token sequences"):
         FinetuneConfig(task="classification", head="crf")
     assert FinetuneConfig(task="token-classification", head="crf").head == "crf"
-
-
-def random_crf_model(tokenizer, path):
-    """A saved BERT-CRF whose emissions and transitions are both far from uniform, so the
-    Viterbi path differs from per-token argmax and a decoding mistake shows."""
-    torch.manual_seed(0)
-    config = tiny_bert_config(
-        vocab_size=len(tokenizer), num_labels=len(LABELS), max_position_embeddings=128
-    )
-    model = BertForTokenClassification(config)
-    model.config.id2label = dict(enumerate(LABELS))
-    model.config.label2id = {t: i for i, t in enumerate(LABELS)}
-    model.classifier.weight.data.normal_(0, 0.5)
-    tagger = CrfTagger(model, LABELS)
-    with torch.no_grad():
-        for p in tagger.crf.parameters():
-            p.normal_(0, 2)
-    tagger.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return tagger
 
 
 def test_saved_crf_model_is_plain_transformers_and_documented_lines_reproduce_it(daily, tmp_path):

@@ -60,8 +60,11 @@ def save_compressed(
     the source's config.json when the step wrote none (ONNX, torch-int8)."""
     import shutil
 
+    from lmforge.tasks.crf import copy_crf
+
     if not (dest / "config.json").exists():
         shutil.copy2(source.path / "config.json", dest / "config.json")
+    copy_crf(source.path, dest)
     base = source.manifest or Manifest(kind="full")
     old = {k: v for k, v in base.settings.items() if k not in ("format", "compress")}
     history = [*base.settings.get("compress", []), {"format": fmt, **settings}]
@@ -80,8 +83,15 @@ class OnnxModel:
     """An ONNX Runtime session that answers like a transformers model (``out.logits``), so the
     tasks' ``predict`` and the latency timer run it unchanged."""
 
+    training = False
+
     def __init__(self, path: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
+        from transformers import AutoConfig
+
+        # the labels, for a CRF on top (absent while an export checks its parity)
+        config = Path(path).parent / "config.json"
+        self.config = AutoConfig.from_pretrained(config.parent) if config.is_file() else None
 
         options = ort.SessionOptions()
         if threads:
@@ -166,8 +176,14 @@ def task_head_class(task: str) -> Any:
     return getattr(transformers, names[task])
 
 
-def load_compressed(path: Path, threads: int | None = None) -> tuple[Any, Any, Any, Any]:
+def load_compressed(
+    path: Path, threads: int | None = None, crf: bool = True
+) -> tuple[Any, Any, Any, Any]:
     """(model or model-like, processor, task, info) for any artefact a step wrote, or the source.
+
+    A BERT-CRF tagger comes with its CRF on top (``tasks.crf``), as prediction needs it;
+    ``crf=False`` gives the emissions model alone, what a step that rewrites the weights
+    stores (``save_compressed`` copies ``crf.safetensors`` beside them).
 
     Raises:
         LmforgeError: not a model directory lmforge can name the task of.
@@ -180,23 +196,27 @@ def load_compressed(path: Path, threads: int | None = None) -> tuple[Any, Any, A
         model = loaded.model
         if loaded.base is not None:  # an adapter: fold it in (the source is not touched)
             model = model.merge_and_unload()
+        if not crf:
+            from lmforge.tasks.crf import emissions_model
+
+            model = emissions_model(model)
         return model.eval(), loaded.processor, loaded.task, loaded.info
     files = inspect_artifact(path)
     if files.task is None:
         raise LmforgeError(f"{path}: its lmforge.json names no task")
     processor = files.task.load_processor(path)
     if art.format == "onnx":
-        return OnnxModel(path / ONNX_FILE, threads), processor, files.task, files.info
-    if art.format == "weight-only":
+        model: Any = OnnxModel(path / ONNX_FILE, threads)
+    elif art.format == "weight-only":
         from lmforge.compress.weightonly import load_weight_only
 
         model = load_weight_only(path, task_head_class(files.task.name))
-        return model, processor, files.task, files.info
-    if art.format == "gguf":
-        return _load_gguf(path), processor, files.task, files.info
-    return (
-        load_torch_int8(path, files.task, files.info),
-        processor,
-        files.task,
-        files.info,
-    )
+    elif art.format == "gguf":
+        model = _load_gguf(path)
+    else:
+        model = load_torch_int8(path, files.task, files.info)
+    if crf and files.task.name == "token-classification":  # a BERT-CRF decodes with them
+        from lmforge.tasks.crf import with_crf
+
+        model = with_crf(model, path)
+    return model, processor, files.task, files.info

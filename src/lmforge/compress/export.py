@@ -102,7 +102,7 @@ def run_export(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
         from lmforge.compress.gguf import export_gguf, load_causal_lm
 
         return export_gguf(run, *load_causal_lm(run.source.path))
-    model, processor, task, _ = load_compressed(run.source.path)
+    model, processor, task, _ = load_compressed(run.source.path, crf=False)
     if task.name not in ONNX_TASKS:
         raise run.fail("format", f"ONNX export supports {', '.join(ONNX_TASKS)}, not {task.name!r}")
     model = model.float()

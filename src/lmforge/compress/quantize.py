@@ -52,7 +52,7 @@ def count_onnx_ops(path: Any, op: str) -> int:
 def _torch_int8(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     import torch
 
-    model, processor, _, _ = load_compressed(run.source.path)
+    model, processor, _, _ = load_compressed(run.source.path, crf=False)
     quantized = quantize_torch(model.float(), run.step.modules)
     count = count_int8_modules(quantized)
     if count == 0:
@@ -76,7 +76,7 @@ def _onnx_int8(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     from lmforge.compress.export import export_onnx, onnx_max_diff, parity_batches
 
     with tempfile.TemporaryDirectory() as tmp:
-        model, processor, _, _ = load_compressed(run.source.path)
+        model, processor, _, _ = load_compressed(run.source.path, crf=False)
         if run.source.format == "onnx":
             fp32 = run.source.path / ONNX_FILE
         else:  # export first: the quantizer works on ONNX graphs
@@ -102,7 +102,7 @@ def _half(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     import torch
 
     dtype = torch.bfloat16 if run.step.scheme == "bf16" else torch.float16
-    model, processor, _, _ = load_compressed(run.source.path)
+    model, processor, _, _ = load_compressed(run.source.path, crf=False)
     model.to(dtype).save_pretrained(run.out)
     art = run.save("transformers", processor, scheme=run.step.scheme)
     return art, {"dtype": str(dtype).removeprefix("torch.")}
@@ -115,7 +115,7 @@ def _weight_only(run: StepRun) -> tuple[Compressed, dict[str, Any]]:
     bits = 8 if step.scheme == "int8-weight" else 4
     if step.modules != ["Linear"]:
         raise run.fail("modules", f"{step.scheme} quantizes Linear layers only")
-    model, processor, _, _ = load_compressed(run.source.path)
+    model, processor, _, _ = load_compressed(run.source.path, crf=False)
     try:
         facts = save_weight_only(model.float(), run.out / WEIGHT_ONLY_FILE, bits, step.group_size)
     except ValueError as e:

@@ -226,6 +226,21 @@ def with_crf(model: Any, directory: str | Path) -> Any:
     return tagger.to(device).train(model.training)
 
 
+def emissions_model(model: Any) -> Any:
+    """The model under a CRF (what a weight format stores; ``crf.safetensors`` travels beside
+    it), or ``model`` itself when it has none."""
+    return model.emitter if isinstance(model, CrfTagger) else model
+
+
+def copy_crf(source: Path, dest: Path) -> None:
+    """Give ``dest`` the CRF of ``source``, when it has one and ``dest`` none: a compressed
+    tagger without its transitions would silently decode per token."""
+    import shutil
+
+    if (Path(source) / CRF_FILE).is_file() and not (Path(dest) / CRF_FILE).exists():
+        shutil.copy2(Path(source) / CRF_FILE, Path(dest) / CRF_FILE)
+
+
 def crf_head(model: Any, labels: list[str], train_tags: list[list[int]]) -> CrfTagger:
     """A fresh CRF on ``model`` for training, its transitions started from ``train_tags``
     (the training examples' tag ids, labelled positions only)."""
