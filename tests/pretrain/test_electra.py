@@ -52,6 +52,37 @@ def test_generator_is_smaller_and_shares_the_embeddings():
     assert gen.generator_lm_head.weight is disc.electra.embeddings.word_embeddings.weight
 
 
+def test_flops_per_token_are_what_a_training_step_computes():
+    """MFU's numerator for ELECTRA counts both encoders and their real heads: it equals torch's
+    own count of one forward + backward (the discriminator's formula alone is 6% off here)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lmforge.models.flops import electra_flops_per_token
+
+    torch.manual_seed(0)
+    # attention dropout stays on (the default): without it torch's CPU attention runs a fused
+    # kernel that the counter does not count
+    config = ElectraConfig(
+        vocab_size=400,
+        embedding_size=128,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=512,
+        max_position_embeddings=64,
+    )
+    rtd = ElectraRTD(
+        ElectraForMaskedLM(generator_config(config, 0.25)), ElectraForPreTraining(config)
+    )
+    x = torch.randint(5, 400, (2, 64))
+    labels = torch.full_like(x, -100)
+    labels[:, ::7] = x[:, ::7]
+    with FlopCounterMode(display=False) as counter:
+        rtd(input_ids=x, labels=labels, attention_mask=torch.ones_like(x)).loss.backward()
+    measured = counter.get_total_flops() / x.numel()
+    assert electra_flops_per_token(rtd.config, rtd.generator.config, 64) == measured
+
+
 def test_discriminator_learns_to_spot_replaced_tokens():
     """Blocks in which each position always holds the same token: a sample from the
     (still poor) generator is wrong for its position, which the discriminator learns to see

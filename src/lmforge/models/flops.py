@@ -41,6 +41,13 @@ def matmul_params(config: PretrainedConfig) -> int:
     Biases and norms (< 1%) are left out; the BERT MLM head adds its ``hidden²`` transform.
     The MLP is gated (SwiGLU: three matrices) when ``hidden_act`` is ``silu`` (Llama family).
     """
+    d = config.hidden_size
+    head = config.vocab_size * d + (d * d if config.model_type == "bert" else 0)
+    return block_params(config) + head
+
+
+def block_params(config: PretrainedConfig) -> int:
+    """Matmul weights of the transformer blocks alone (attention + MLP, every layer)."""
     d, layers, heads = config.hidden_size, config.num_hidden_layers, config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or d // heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -49,8 +56,13 @@ def matmul_params(config: PretrainedConfig) -> int:
     # q and o: d × (heads·head_dim) each; k and v: d × (kv_heads·head_dim) each
     attention = 2 * d * heads * head_dim + 2 * d * kv_heads * head_dim
     mlp = (3 if gated else 2) * d * ff
-    head = config.vocab_size * d + (d * d if config.model_type == "bert" else 0)
-    return layers * (attention + mlp) + head
+    return layers * (attention + mlp)
+
+
+def _attention_flops(config: PretrainedConfig, seq_len: int) -> int:
+    layers, heads = config.num_hidden_layers, config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 12 * layers * heads * head_dim * seq_len
 
 
 def flops_per_token(config: PretrainedConfig, seq_len: int) -> float:
@@ -58,6 +70,20 @@ def flops_per_token(config: PretrainedConfig, seq_len: int) -> float:
 
     Multiply by tokens per second and divide by the hardware's peak FLOP/s for MFU.
     """
-    layers, heads = config.num_hidden_layers, config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return float(6 * matmul_params(config) + 12 * layers * heads * head_dim * seq_len)
+    return float(6 * matmul_params(config) + _attention_flops(config, seq_len))
+
+
+def electra_flops_per_token(
+    discriminator: PretrainedConfig, generator: PretrainedConfig, seq_len: int
+) -> float:
+    """Training FLOPs per token of ELECTRA: both encoders run forward and backward on every
+    token. The discriminator's head is ``d × d`` then ``d × 1`` (no vocabulary projection);
+    the generator's is ``g × E`` then ``E × V`` over the shared ``E``-wide embeddings, plus
+    its ``E × g`` input projection. Equals torch's FlopCounterMode on a training step (tested).
+    """
+    d, e = discriminator.hidden_size, discriminator.embedding_size
+    g, vocab = generator.hidden_size, generator.vocab_size
+    disc = block_params(discriminator) + d * d + d + (e * d if e != d else 0)
+    gen = block_params(generator) + g * e + e * vocab + (e * g if e != g else 0)
+    attention = _attention_flops(discriminator, seq_len) + _attention_flops(generator, seq_len)
+    return float(6 * (disc + gen) + attention)

@@ -137,6 +137,7 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
 
     from lmforge.core.hardware import matmul_peak_flops, stage_device
     from lmforge.models import count_params, flops_per_token, special_token_ids
+    from lmforge.models.flops import electra_flops_per_token
     from lmforge.pretrain.evaluate import unigram_loss
     from lmforge.pretrain.loop import train
     from lmforge.pretrain.parallel import gather_state, uses_fsdp
@@ -190,7 +191,10 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
         warn_if_untrained(result.final_eval)
 
     # ---------------------------------------------------------------- save
-    flops = flops_per_token(model.config, cfg.block_size)
+    if cfg.objective == "electra":  # the generator trains on every token too
+        flops = electra_flops_per_token(model.config, model.generator.config, cfg.block_size)
+    else:
+        flops = flops_per_token(model.config, cfg.block_size)
     precision = result.precision.precision if result.precision else cfg.precision
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     peak = matmul_peak_flops(dtype, device)
