@@ -25,18 +25,16 @@ TINY_ELECTRA = {
 }
 
 
-def tiny_rtd(vocab: int) -> ElectraRTD:
+def tiny_rtd(vocab: int, **overrides: float) -> ElectraRTD:
     torch.manual_seed(0)
+    shape = {"embedding_size": 32, "hidden_size": 32, "intermediate_size": 64}
+    dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     config = ElectraConfig(
         vocab_size=vocab,
-        embedding_size=32,
-        hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
-        intermediate_size=64,
         max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+        **{**shape, **dropout, **overrides},
     )
     return ElectraRTD(
         ElectraForMaskedLM(generator_config(config, 0.25)), ElectraForPreTraining(config)
@@ -59,21 +57,12 @@ def test_flops_per_token_are_what_a_training_step_computes():
 
     from lmforge.models.flops import electra_flops_per_token
 
-    torch.manual_seed(0)
-    # attention dropout stays on (the default): without it torch's CPU attention runs a fused
-    # kernel that the counter does not count
-    config = ElectraConfig(
-        vocab_size=400,
-        embedding_size=128,
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=512,
-        max_position_embeddings=64,
-    )
-    rtd = ElectraRTD(
-        ElectraForMaskedLM(generator_config(config, 0.25)), ElectraForPreTraining(config)
-    )
+    # pretrain-zh's width; attention dropout on (the default): without it torch's CPU
+    # attention runs a fused kernel that the counter does not count
+    rtd = tiny_rtd(
+        400, embedding_size=128, hidden_size=128, intermediate_size=512,
+        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+    )  # fmt: skip
     x = torch.randint(5, 400, (2, 64))
     labels = torch.full_like(x, -100)
     labels[:, ::7] = x[:, ::7]
