@@ -54,6 +54,27 @@ def tiny_bert(head: type | None = None, seed: int = 0, **config: Any) -> Any:
     return (head or BertForSequenceClassification)(tiny_bert_config(**config))
 
 
+def tiny_modernbert(seed: int = 0, **config: Any) -> Any:
+    """A freshly initialised ModernBERT classifier of tiny_bert's size (pre-LN, RoPE, GeGLU)."""
+    import torch
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    fields: dict[str, Any] = {
+        "vocab_size": 100,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 48,
+        "max_position_embeddings": 64,
+        "layer_types": ["full_attention"] * 2,
+        **{f"{role}_token_id": i for i, role in enumerate(("pad", "bos", "eos"))},
+        "cls_token_id": 1,
+        "sep_token_id": 2,
+    }
+    torch.manual_seed(seed)
+    return ModernBertForSequenceClassification(ModernBertConfig(**{**fields, **config}))
+
+
 def minilm_shaped_classifier() -> Any:
     """A randomly initialised 5-way BERT classifier of all-MiniLM-L6-v2's shape (6 layers,
     384 wide, 12 heads, FFN 1536, BERT's vocabulary): parameter counts at a real size."""

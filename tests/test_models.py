@@ -113,7 +113,14 @@ def test_heads_must_divide_hidden() -> None:
 
 
 @pytest.mark.parametrize(
-    ("preset", "objective"), [("bert-tiny", "clm"), ("gpt-tiny", "mlm"), ("llama-tiny", "mlm+nsp")]
+    ("preset", "objective"),
+    [
+        ("bert-tiny", "clm"),
+        ("gpt-tiny", "mlm"),
+        ("llama-tiny", "mlm+nsp"),
+        ("modernbert-tiny", "mlm+nsp"),
+        ("modernbert-tiny", "electra"),
+    ],
 )
 def test_objective_must_fit_preset(preset: str, objective: str) -> None:
     with pytest.raises(LmforgeError, match=r"pretrain\.objective"):
@@ -137,6 +144,7 @@ def test_dtype_is_applied() -> None:
         ("llama-tiny", "clm", AutoModelForCausalLM),
         ("bert-tiny", "mlm", AutoModelForMaskedLM),
         ("bert-tiny", "mlm+nsp", BertForPreTraining),
+        ("modernbert-tiny", "mlm", AutoModelForMaskedLM),
     ],
 )
 def test_saved_model_reloads_with_plain_transformers(
@@ -267,6 +275,39 @@ def test_flops_per_token_llama_gqa_and_bert_head() -> None:
     bert = build_config(ModelSpec(preset="bert-tiny"), "mlm", VOCAB, SPECIALS)
     n = 2 * (4 * 128 * 128 + 2 * 128 * 512) + VOCAB * 128 + 128 * 128
     assert flops_per_token(bert, 128) == 6 * n + 12 * 2 * 128 * 128
+
+
+def test_modernbert_preset_is_pre_ln_with_glu_and_all_global_attention() -> None:
+    cfg = build_config(
+        ModelSpec(preset="modernbert-tiny", layers=3, context=128),
+        "mlm",
+        VOCAB,
+        {"cls": 2, "sep": 3},
+    )
+    assert cfg.model_type == "modernbert" and cfg.layer_types == ["full_attention"] * 3
+    assert (cfg.cls_token_id, cfg.sep_token_id, cfg.max_position_embeddings) == (2, 3, 128)
+    model = build_model(ModelSpec(preset="modernbert-tiny"), "mlm", VOCAB, SPECIALS)
+    # a GeGLU MLP (one up-projection to 2 x intermediate) sized to BERT's weight count
+    assert model.model.layers[0].mlp.Wi.weight.shape == (2 * 341, 128)
+    bert = build_model(ModelSpec(preset="bert-tiny"), "mlm", VOCAB, SPECIALS)
+    blocks = [
+        sum(p.numel() for p in m.parameters()) for m in (model.model.layers, bert.bert.encoder)
+    ]
+    assert abs(blocks[0] - blocks[1]) / blocks[1] < 0.02
+
+
+@pytest.mark.parametrize("preset", ["bert-tiny", "modernbert-tiny"])
+def test_flops_per_token_equal_torch_count_of_a_training_step(preset: str) -> None:
+    """MFU's numerator is what the step computes: torch's FlopCounterMode on forward + backward
+    (attention dropout on: the fused CPU attention kernel it would pick is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = ModelSpec(preset=preset, dropout=0.1)
+    model = build_model(spec, "mlm", VOCAB, {"pad": 0, "cls": 1, "sep": 2})
+    x = tokens(2, 64)
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=x, labels=x).loss.backward()
+    assert flops_per_token(model.config, 64) == counter.get_total_flops() / x.numel()
 
 
 @pytest.mark.slow

@@ -67,13 +67,21 @@ def test_clm_trains_saves_and_generates(run_dir, tmp_path, capsys):
     assert code == 0 and capsys.readouterr().out.startswith("Shares")
 
 
-@pytest.mark.parametrize("objective", ["mlm", "mlm+nsp"])
-def test_masked_objectives_save_models_plain_transformers_loads(run_dir, tmp_path, objective):
+@pytest.mark.parametrize(
+    ("objective", "preset"),
+    [("mlm", "bert-tiny"), ("mlm+nsp", "bert-tiny"), ("mlm", "modernbert-tiny")],
+)
+def test_masked_objectives_save_models_plain_transformers_loads(
+    run_dir, tmp_path, objective, preset
+):
     from transformers import AutoModelForMaskedLM, BertForPreTraining
 
     run = run_dir("wordpiece")
     section = pretrain_section(
-        model=TINY_BERT, objective=objective, whole_word_mask=True, block_size=48
+        model={**TINY_BERT, "preset": preset},
+        objective=objective,
+        whole_word_mask=True,
+        block_size=48,
     )
     recipe = write_recipe(tmp_path / "r.yaml", {**base_recipe("wordpiece"), "pretrain": section})
     assert main(["run", str(recipe), "--out", str(run)]) == 0
@@ -85,6 +93,7 @@ def test_masked_objectives_save_models_plain_transformers_loads(run_dir, tmp_pat
     else:
         model = AutoModelForMaskedLM.from_pretrained(run / "pretrain" / "model")
     assert model.config.vocab_size >= 500
+    assert model.config.model_type == preset.removesuffix("-tiny")
 
 
 def test_llama_preset_and_lamb_with_grad_accum(run_dir, tmp_path):
@@ -197,6 +206,10 @@ def test_bad_sizes_are_rejected_before_training(run_dir, tmp_path, capsys):
         "pretrain: objective 'clm' needs a decoder; 'bert-tiny' is an encoder"
         in capsys.readouterr().err
     )
+    nsp = pretrain_section(model={**TINY_BERT, "preset": "modernbert-tiny"}, objective="mlm+nsp")
+    recipe = write_recipe(tmp_path / "r3.yaml", {**base_recipe("bpe"), "pretrain": nsp})
+    assert main(["validate", str(recipe)]) == 1
+    assert "'modernbert-tiny' trains with objective 'mlm' only" in capsys.readouterr().err
 
 
 def _torchrun(*args: str, nproc: int = 2, **kw) -> subprocess.Popen:

@@ -36,6 +36,7 @@ FFN_OUTPUT: dict[str, str] = {
     "vit": r"\.layers\.\d+\.mlp\.fc2$",
     "distilbert": r"\.layer\.\d+\.ffn\.lin2$",
     "gpt2": r"\.h\.\d+\.mlp\.c_proj$",
+    "modernbert": r"\.layers\.\d+\.mlp\.Wo$",  # GeGLU output; never attn.Wo
     "llama": _MLP_DOWN,
     "mistral": _MLP_DOWN,
     "qwen2": _MLP_DOWN,

@@ -32,8 +32,12 @@ PeftTask = Literal["SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS", "CAUSAL_LM", "SEQ_2_S
 # peft 0.21's default-target tables lack some architectures. transformers 5's ViT names its
 # layers as Llama does, so it gets peft's Llama choices: LoRA/AdaLoRA on the query and value
 # projections, IA3 on keys, values and the feed-forward output (fc2, whose input it rescales)
-EXTRA_TARGETS = {"vit": {"lora": ["q_proj", "v_proj"], "ia3": ["k_proj", "v_proj", "fc2"]}}
-IA3_FEEDFORWARD = ("fc2", "down_proj")  # always a feed-forward output when targeted
+EXTRA_TARGETS = {
+    "vit": {"lora": ["q_proj", "v_proj"], "ia3": ["k_proj", "v_proj", "fc2"]},
+    # ModernBERT fuses q, k and v in one Wqkv; its MLP output is mlp.Wo (attn.Wo is attention's)
+    "modernbert": {"lora": ["Wqkv"], "ia3": ["Wqkv", "mlp.Wo"]},
+}
+IA3_FEEDFORWARD = ("fc2", "down_proj", "mlp.Wo")  # always a feed-forward output when targeted
 
 
 def peft_task_type(task: PeftTask) -> str | None:
@@ -128,6 +132,8 @@ def _peft(build_config: Callable[[MethodConfig, PeftTask, list[str], int], objec
         if cfg.target_modules is None and extra is not None:
             family = "ia3" if build_config is _ia3 else "lora"
             cfg = cfg.model_copy(update={"target_modules": extra[family]})
+        if build_config is _prefix:
+            _check_takes_past_key_values(model)
         try:
             return get_peft_model(model, build_config(cfg, task, heads, total_steps))
         except ValueError as e:  # peft: unknown architecture / target modules not found
@@ -188,6 +194,21 @@ def _text_only(method: str, task: PeftTask) -> None:
         raise LmforgeError(
             f"{method} tuning prepends virtual tokens to a text model's input; peft cannot apply "
             "it to an image model (ViT). Use lora, adalora, ia3, full or linear-probe"
+        )
+
+
+def _check_takes_past_key_values(model: torch.nn.Module) -> None:
+    """peft feeds the prefix as ``past_key_values``; without them it fails at the first
+    forward pass, after the run has started (ModernBERT's encoder has no cache)."""
+    import inspect
+
+    backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    if not any(
+        "past_key_values" in inspect.signature(m.forward).parameters for m in (model, backbone)
+    ):
+        raise LmforgeError(
+            f"finetune.method: prefix tuning passes its prefix as past_key_values, which "
+            f"{type(model).__name__} does not take; use prompt, lora or another method"
         )
 
 

@@ -1,7 +1,7 @@
 """Build a transformers model for a pretraining objective: from a preset, or from a checkpoint.
 
 Everything built here is a stock transformers class (GPT2LMHeadModel, LlamaForCausalLM,
-BertForMaskedLM, BertForPreTraining), so ``save_pretrained`` output loads anywhere with the
+BertForMaskedLM, BertForPreTraining, ModernBertForMaskedLM, ElectraForPreTraining), so ``save_pretrained`` output loads anywhere with the
 matching ``AutoModelFor*`` class and no lmforge code.
 """
 
@@ -63,7 +63,7 @@ def build_config(
     Raises:
         LmforgeError: preset and objective disagree, or a shape is impossible.
     """
-    from transformers import BertConfig, ElectraConfig, GPT2Config, LlamaConfig
+    from transformers import BertConfig, ElectraConfig, GPT2Config, LlamaConfig, ModernBertConfig
 
     p = resolve_preset(spec)
     if p.kind != wanted_kind(objective):
@@ -77,7 +77,12 @@ def build_config(
             f"pretrain.model.heads: hidden size {p.hidden} is not divisible by {p.heads} heads; "
             f"choose heads that divide {p.hidden} (e.g. {_divisor_near(p.hidden, p.heads)})"
         )
-    if p.family == "llama" and (p.hidden // p.heads) % 2:
+    if p.family == "modernbert" and objective != "mlm":
+        raise LmforgeError(
+            f"pretrain.objective: {p.name!r} trains with objective 'mlm' only (ModernBERT has no "
+            f"NSP head or ELECTRA discriminator in transformers), got {objective!r}"
+        )
+    if p.family in ("llama", "modernbert") and (p.hidden // p.heads) % 2:
         raise LmforgeError(
             f"pretrain.model.heads: RoPE needs an even head size, got {p.hidden}/{p.heads} = "
             f"{p.hidden // p.heads}; change heads or hidden"
@@ -123,6 +128,27 @@ def build_config(
             bos_token_id=bos,
             eos_token_id=eos,
             pad_token_id=pad,
+        )
+    if p.family == "modernbert":
+        return ModernBertConfig(
+            vocab_size=vocab_size,
+            num_hidden_layers=p.layers,
+            num_attention_heads=p.heads,
+            hidden_size=p.hidden,
+            intermediate_size=p.intermediate,
+            max_position_embeddings=p.context,
+            # global attention in every layer: ModernBERT's alternating sliding windows are a
+            # long-context saving that buys nothing at these lengths
+            layer_types=["full_attention"] * p.layers,
+            local_attention=p.context,
+            attention_dropout=p.dropout,
+            mlp_dropout=p.dropout,
+            embedding_dropout=p.dropout,
+            pad_token_id=pad,
+            bos_token_id=special_ids.get("cls"),
+            eos_token_id=special_ids.get("sep"),
+            cls_token_id=special_ids.get("cls"),
+            sep_token_id=special_ids.get("sep"),
         )
     encoder: dict[str, Any] = dict(  # BERT's fields; ELECTRA's discriminator is a BERT body
         vocab_size=vocab_size,

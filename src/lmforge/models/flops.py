@@ -38,11 +38,12 @@ def matmul_params(config: PretrainedConfig) -> int:
 
     Blocks (attention + MLP) plus the output projection ``vocab × hidden``, which costs FLOPs
     whether or not it is tied to the embedding (nanoGPT's N: all parameters but positions).
-    Biases and norms (< 1%) are left out; the BERT MLM head adds its ``hidden²`` transform.
-    The MLP is gated (SwiGLU: three matrices) when ``hidden_act`` is ``silu`` (Llama family).
+    Biases and norms (< 1%) are left out; the BERT and ModernBERT MLM heads add their
+    ``hidden²`` transform. The MLP is gated (three matrices) for SwiGLU (``hidden_act`` silu,
+    Llama family) and ModernBERT's GeGLU.
     """
     d = config.hidden_size
-    head = config.vocab_size * d + (d * d if config.model_type == "bert" else 0)
+    head = config.vocab_size * d + (d * d if config.model_type in ("bert", "modernbert") else 0)
     return block_params(config) + head
 
 
@@ -52,7 +53,7 @@ def block_params(config: PretrainedConfig) -> int:
     head_dim = getattr(config, "head_dim", None) or d // heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     ff = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d
-    gated = getattr(config, "hidden_act", None) == "silu"
+    gated = getattr(config, "hidden_act", None) == "silu" or config.model_type == "modernbert"
     # q and o: d × (heads·head_dim) each; k and v: d × (kv_heads·head_dim) each
     attention = 2 * d * heads * head_dim + 2 * d * kv_heads * head_dim
     mlp = (3 if gated else 2) * d * ff

@@ -4,7 +4,10 @@ Parameter counts were measured with ``count_params`` at a vocabulary of 8,000 (t
 quickstart tokenizer); most of a tiny model's parameters are its embedding table, so they
 scale with the vocabulary. Shapes follow well-known small models: GPT-2 (learned positions,
 LayerNorm, GELU), Llama (RoPE, RMSNorm, SwiGLU, tied embeddings) and Google's compact BERTs
-(Turc et al. 2019, ``google/bert_uncased_L-{2,4}_H-{128,512}``).
+(Turc et al. 2019, ``google/bert_uncased_L-{2,4}_H-{128,512}``). The ModernBERT presets
+(Warner et al. 2024: pre-LayerNorm, RoPE, GeGLU, no biases) keep the compact BERTs' width and
+depth with a gated MLP of equal weight count (``intermediate`` = 8·hidden/3); pre-LN is what
+lets a small encoder leave the masked-LM plateau on a CPU budget (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Literal
 from lmforge.core.registry import Registry
 
 Kind = Literal["decoder", "encoder"]
-Family = Literal["gpt2", "llama", "bert"]
+Family = Literal["gpt2", "llama", "bert", "modernbert"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class ModelPreset:
     layers: int
     heads: int
     hidden: int
-    intermediate: int  # MLP width (SwiGLU: width of each of the gate/up projections)
+    intermediate: int  # MLP width (SwiGLU/GeGLU: width of each of the gate/up projections)
     context: int  # maximum sequence length (learned positions, or RoPE's trained range)
     dropout: float
     description: str
@@ -113,6 +116,32 @@ for _preset in (
         context=512,
         dropout=0.1,
         description="BERT L-4 H-512 (google bert-small), 17.2M params at vocab 8k with MLM head.",
+    ),
+    ModelPreset(
+        "modernbert-tiny",
+        "encoder",
+        "modernbert",
+        layers=2,
+        heads=2,
+        hidden=128,
+        intermediate=341,
+        context=512,
+        dropout=0.0,
+        description="ModernBERT (pre-LN, RoPE, GeGLU) at bert-tiny's shape, 1.44M params at "
+        "vocab 8k with MLM head; masked LM only.",
+    ),
+    ModelPreset(
+        "modernbert-small",
+        "encoder",
+        "modernbert",
+        layers=4,
+        heads=8,
+        hidden=512,
+        intermediate=1365,
+        context=512,
+        dropout=0.0,
+        description="ModernBERT (pre-LN, RoPE, GeGLU) at bert-small's shape, 17.0M params at "
+        "vocab 8k with MLM head; masked LM only.",
     ),
 ):
     PRESETS.add(_preset.name, _preset)

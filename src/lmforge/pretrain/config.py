@@ -114,6 +114,11 @@ class PretrainConfig(StrictModel):
         name, kind = self.model.preset, None
         if name is not None:
             kind = PRESETS.get(name).kind
+            if PRESETS.get(name).family == "modernbert" and self.objective != "mlm":
+                raise ValueError(
+                    f"objective '{self.objective}': '{name}' trains with objective 'mlm' only "
+                    "(transformers' ModernBERT has no NSP head or ELECTRA discriminator)"
+                )
         elif self.model.path in BUILTIN_MODELS:
             name, kind = self.model.path, BUILTIN_MODELS.get(self.model.path).kind
         if kind is not None and kind != wanted:

@@ -15,7 +15,7 @@ from lmforge.data.document import Document
 from lmforge.tasks.base import TASKS, Encoded, Splits, Task, TaskOptions, pad_sequences
 from lmforge.tasks.heads import head_loader, label_config
 
-ENCODER_PRESETS = ("bert-tiny", "bert-small")
+ENCODER_PRESETS = ("bert-tiny", "bert-small", "modernbert-tiny", "modernbert-small")
 
 
 @dataclass(frozen=True)
