@@ -155,3 +155,17 @@ def test_invalid_yaml_and_non_mapping(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(RecipeError, match="YAML mapping"):
         load_recipe(bad)
+
+
+def test_the_chinese_recipes_share_one_encoder_through_the_stage_cache():
+    """Pretrain once, fine-tune many: pretrain-zh, sentiment-zh and ner-zh hash their data,
+    tokenizer and pretrain stages alike, so whichever runs first builds the encoder for all."""
+    from lmforge.runner import stage_hash
+
+    def hashes(name: str) -> dict[str, str]:
+        recipe, out = load_recipe(name), {}
+        for stage in ("data", "tokenizer", "pretrain"):
+            out[stage] = stage_hash(recipe, stage, out)
+        return out
+
+    assert hashes("pretrain-zh") == hashes("sentiment-zh") == hashes("ner-zh")
