@@ -93,6 +93,14 @@ def build_config(
                 f"special token {role!r} has id {token_id}, outside vocab {vocab_size}"
             )
     bos, eos, pad = (special_ids.get(r) for r in ("bos", "eos", "pad"))
+    shape = dict(  # the field names every family but GPT-2 shares
+        vocab_size=vocab_size,
+        num_hidden_layers=p.layers,
+        num_attention_heads=p.heads,
+        hidden_size=p.hidden,
+        intermediate_size=p.intermediate,
+        max_position_embeddings=p.context,
+    )
     if p.family == "gpt2":
         return GPT2Config(
             vocab_size=vocab_size,
@@ -115,13 +123,8 @@ def build_config(
         )
     if p.family == "llama":
         return LlamaConfig(
-            vocab_size=vocab_size,
-            num_hidden_layers=p.layers,
-            num_attention_heads=p.heads,
+            **shape,
             num_key_value_heads=p.heads,  # plain multi-head attention at these sizes
-            hidden_size=p.hidden,
-            intermediate_size=p.intermediate,
-            max_position_embeddings=p.context,
             rms_norm_eps=1e-5,  # Llama 2 / SmolLM2 value
             attention_dropout=p.dropout,
             tie_word_embeddings=True,  # as SmolLM2: the embedding is most of a small model
@@ -131,12 +134,7 @@ def build_config(
         )
     if p.family == "modernbert":
         return ModernBertConfig(
-            vocab_size=vocab_size,
-            num_hidden_layers=p.layers,
-            num_attention_heads=p.heads,
-            hidden_size=p.hidden,
-            intermediate_size=p.intermediate,
-            max_position_embeddings=p.context,
+            **shape,
             # global attention in every layer: ModernBERT's alternating sliding windows are a
             # long-context saving that buys nothing at these lengths
             layer_types=["full_attention"] * p.layers,
@@ -151,12 +149,7 @@ def build_config(
             sep_token_id=special_ids.get("sep"),
         )
     encoder: dict[str, Any] = dict(  # BERT's fields; ELECTRA's discriminator is a BERT body
-        vocab_size=vocab_size,
-        num_hidden_layers=p.layers,
-        num_attention_heads=p.heads,
-        hidden_size=p.hidden,
-        intermediate_size=p.intermediate,
-        max_position_embeddings=p.context,
+        **shape,
         type_vocab_size=2,  # segment A / B, used by NSP pairs
         pad_token_id=pad,
         hidden_dropout_prob=p.dropout,
