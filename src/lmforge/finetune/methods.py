@@ -132,7 +132,7 @@ def _peft(build_config: Callable[[MethodConfig, PeftTask, list[str], int], objec
         if cfg.target_modules is None and extra is not None:
             family = "ia3" if build_config is _ia3 else "lora"
             cfg = cfg.model_copy(update={"target_modules": extra[family]})
-        if build_config is _prefix:
+        if build_config is _prefix and task != "IMAGE_CLS":  # ViT: _prefix says why
             _check_takes_past_key_values(model)
         try:
             return get_peft_model(model, build_config(cfg, task, heads, total_steps))
