@@ -1,8 +1,9 @@
 """Build a transformers model for a pretraining objective: from a preset, or from a checkpoint.
 
 Everything built here is a stock transformers class (GPT2LMHeadModel, LlamaForCausalLM,
-BertForMaskedLM, BertForPreTraining, ModernBertForMaskedLM, ElectraForPreTraining), so ``save_pretrained`` output loads anywhere with the
-matching ``AutoModelFor*`` class and no lmforge code.
+BertForMaskedLM, BertForPreTraining, ModernBertForMaskedLM, ElectraForPreTraining), so
+``save_pretrained`` output loads anywhere with the matching ``AutoModelFor*`` class and no
+lmforge code.
 """
 
 from __future__ import annotations
