@@ -32,6 +32,8 @@ SIDES = {
 
 
 def run(side: str, args: argparse.Namespace) -> dict:
+    from lmforge.core.metrics import read_metrics
+
     out = args.out / side
     # the recipe's warm-up (100) and eval/checkpoint interval (250), shortened for a short run;
     # at the recipe's 1,500 steps the section equals the shipped one, so the cache serves it
@@ -44,11 +46,11 @@ def run(side: str, args: argparse.Namespace) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "LMFORGE_NO_PROGRESS": "1"}
     subprocess.run(cmd, check=True, env=env)
     summary = json.loads((out / "summary.json").read_text())["stages"]["pretrain"]
-    curve = {}
-    for line in (out / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row.get("stage") == "pretrain" and row.get("name") == "val_mlm_accuracy":
-            curve[row["step"]] = round(row["value"], 4)
+    curve = {
+        row["step"]: round(row["value"], 4)
+        for row in read_metrics(out / "metrics.jsonl")
+        if row.get("stage") == "pretrain" and row.get("name") == "val_mlm_accuracy"
+    }
     m = summary["metrics"]
     return {
         "side": side,

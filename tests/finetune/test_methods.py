@@ -17,7 +17,7 @@ from lmforge.finetune.methods import (
 CFG = MethodConfig(r=4, alpha=8, num_virtual_tokens=4, adapter_size=8)
 
 
-def tiny_classifier(seed: int = 0, arch: str = "bert") -> BertForSequenceClassification:
+def tiny_classifier(seed: int = 0, arch: str = "bert") -> torch.nn.Module:
     return (tiny_modernbert if arch == "modernbert" else tiny_bert)(seed=seed, num_labels=3)
 
 

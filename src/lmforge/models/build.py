@@ -18,7 +18,7 @@ import torch
 from lmforge.core.errors import LmforgeError
 from lmforge.core.log import logger
 from lmforge.models.builtin import BUILTIN_MODELS, resolve_model_path
-from lmforge.models.presets import PRESETS, ModelPreset
+from lmforge.models.presets import PRESETS, ModelPreset, family_objective_error
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -78,11 +78,8 @@ def build_config(
             f"pretrain.model.heads: hidden size {p.hidden} is not divisible by {p.heads} heads; "
             f"choose heads that divide {p.hidden} (e.g. {_divisor_near(p.hidden, p.heads)})"
         )
-    if p.family == "modernbert" and objective != "mlm":
-        raise LmforgeError(
-            f"pretrain.objective: {p.name!r} trains with objective 'mlm' only (ModernBERT has no "
-            f"NSP head or ELECTRA discriminator in transformers), got {objective!r}"
-        )
+    if (why := family_objective_error(p, objective)) is not None:
+        raise LmforgeError(f"pretrain.objective: {why}")
     if p.family in ("llama", "modernbert") and (p.hidden // p.heads) % 2:
         raise LmforgeError(
             f"pretrain.model.heads: RoPE needs an even head size, got {p.hidden}/{p.heads} = "

@@ -44,6 +44,18 @@ class ModelPreset:
 
 PRESETS: Registry[ModelPreset] = Registry("model preset")
 
+
+def family_objective_error(preset: ModelPreset, objective: str) -> str | None:
+    """Why ``preset``'s family cannot train ``objective`` (beyond decoder/encoder), or None.
+    Recipe validation and ``build_config`` both ask, so a direct caller gets the same answer."""
+    if preset.family == "modernbert" and objective != "mlm":
+        return (
+            f"{preset.name!r} trains with objective 'mlm' only (transformers' ModernBERT has "
+            f"no NSP head or ELECTRA discriminator), got {objective!r}"
+        )
+    return None
+
+
 for _preset in (
     ModelPreset(
         "gpt-tiny",

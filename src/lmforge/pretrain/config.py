@@ -109,16 +109,14 @@ class PretrainConfig(StrictModel):
     @model_validator(mode="after")
     def _objective_fits(self) -> PretrainConfig:
         from lmforge.models import BUILTIN_MODELS, PRESETS
+        from lmforge.models.presets import family_objective_error
 
         wanted = "decoder" if self.objective == "clm" else "encoder"
         name, kind = self.model.preset, None
         if name is not None:
             kind = PRESETS.get(name).kind
-            if PRESETS.get(name).family == "modernbert" and self.objective != "mlm":
-                raise ValueError(
-                    f"objective '{self.objective}': '{name}' trains with objective 'mlm' only "
-                    "(transformers' ModernBERT has no NSP head or ELECTRA discriminator)"
-                )
+            if (why := family_objective_error(PRESETS.get(name), self.objective)) is not None:
+                raise ValueError(why)
         elif self.model.path in BUILTIN_MODELS:
             name, kind = self.model.path, BUILTIN_MODELS.get(self.model.path).kind
         if kind is not None and kind != wanted:
