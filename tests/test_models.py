@@ -310,6 +310,28 @@ def test_flops_per_token_equal_torch_count_of_a_training_step(preset: str) -> No
     assert flops_per_token(model.config, 64) == counter.get_total_flops() / x.numel()
 
 
+def test_sparse_prediction_counts_the_head_on_masked_positions_only() -> None:
+    """ModernBERT pretraining runs its MLM head on the masked positions (the pretrain stage
+    turns it on): the FLOPs count follows, and the loss is the dense head's."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = ModelSpec(preset="modernbert-tiny", dropout=0.1)
+    model = build_model(spec, "mlm", VOCAB, {"pad": 0, "cls": 1, "sep": 2})
+    x = tokens(2, 64)
+    labels = torch.full_like(x, -100)
+    labels[:, ::4] = x[:, ::4]  # a quarter of the positions are "masked"
+    with torch.no_grad():
+        dense = model.eval()(input_ids=x, labels=labels).loss
+        model.sparse_prediction = True
+        sparse = model(input_ids=x, labels=labels)
+    assert sparse.logits.shape == (32, VOCAB)  # one row per masked position
+    assert torch.allclose(sparse.loss, dense, atol=1e-6)
+    with FlopCounterMode(display=False) as counter:  # training mode: see the test above
+        model.train()(input_ids=x, labels=labels).loss.backward()
+    expected = flops_per_token(model.config, 64, predicted=0.25)
+    assert counter.get_total_flops() / x.numel() == pytest.approx(expected, rel=1e-9)
+
+
 @pytest.mark.slow
 def test_smollm2_converts_once_and_answers(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))

@@ -82,6 +82,24 @@ def test_a_small_bert_learns_bbc_topics_from_scratch(bbc, wordpiece, tmp_path):
     assert len(m["confusion_matrix"]) == 5
 
 
+def test_bf16_fine_tuning_runs_matmuls_in_bf16_and_keeps_fp32_weights(bbc, wordpiece, tmp_path):
+    """finetune.precision: bf16 is mixed precision: autocast in the forward pass, fp32 master
+    weights (and so fp32 AdamW states), and a model that still learns."""
+    train_docs = bbc[0][:64]
+    info = LabelInfo.from_documents(train_docs)
+    tiny_bert(vocab_size=len(wordpiece), max_position_embeddings=128).save_pretrained(
+        tmp_path / "base"
+    )
+    model = TASK.load_model(tmp_path / "base", info)
+    train = TASK.encode(wordpiece, train_docs, info, cfg(), "train")
+    seen: set[torch.dtype] = set()
+    model.classifier.register_forward_hook(lambda mod, i, out: seen.add(out.dtype))
+    history = fit(model, train, None, epochs=4, lr=2e-3, batch_size=16, precision="bf16")
+    assert seen == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
 @pytest.mark.slow
 def test_lora_on_minilm_classifies_bbc(bbc):
     from transformers import AutoTokenizer

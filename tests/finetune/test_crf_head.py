@@ -149,13 +149,16 @@ def test_finetune_stage_trains_saves_and_reloads_a_crf_head(daily, tmp_path, cap
     base = local_encoder(tmp_path / "enc", [d.text for d in daily], vocab_size=4000)
     section = finetune_section(
         "token-classification", base, tmp_path / "train.jsonl", tmp_path / "test.jsonl",
-        ("tokens", "tags"), head="crf", merge=True, epochs=1, lr=5e-3,
+        ("tokens", "tags"), head="crf", merge=True, epochs=1, lr=5e-3, precision="bf16",
     )  # fmt: skip
     recipe = {"name": "crf", "finetune": section}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True))
     code = main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run")])
     assert code == 0, capsys.readouterr().err
     ft = tmp_path / "run" / "finetune"
+    m = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]["finetune"]
+    assert m["metrics"]["train_precision"] == "bf16"  # the CRF itself scores in fp32
+    assert 0 <= m["metrics"]["precision"] <= 1  # entity precision, not the training dtype
     assert (ft / "model" / CRF_FILE).is_file() and (ft / "merged" / CRF_FILE).is_file()
     lines = (ft / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     saved = [json.loads(line) for line in lines]

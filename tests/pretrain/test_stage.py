@@ -94,6 +94,11 @@ def test_masked_objectives_save_models_plain_transformers_loads(
         model = AutoModelForMaskedLM.from_pretrained(run / "pretrain" / "model")
     assert model.config.vocab_size >= 500
     assert model.config.model_type == preset.removesuffix("-tiny")
+    if preset == "modernbert-tiny":  # trained with the MLM head on masked positions only ...
+        from lmforge.models import flops_per_token
+
+        assert m["flops_per_token"] == flops_per_token(model.config, 48, predicted=0.15)
+        assert not model.config.sparse_prediction  # ... and saved to return dense logits
 
 
 def test_llama_preset_and_lamb_with_grad_accum(run_dir, tmp_path):

@@ -146,6 +146,12 @@ class FinetuneConfig(StrictModel):
     fewshot: FewShotConfig | None = Field(
         None, description="Zero-shot and few-shot classification: shots, curve, prompts."
     )
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32",
+        description="Training precision: fp32, bf16 (autocast; weights and AdamW states stay "
+        "fp32) or auto (whichever this machine runs faster, timed on the model's shape). "
+        "Prediction and scoring run in fp32.",
+    )
     device: Device = Field(
         "auto", description="Where to train and predict: auto (a CUDA GPU if any), cpu, cuda."
     )

@@ -63,6 +63,7 @@ class Trained:
     trainable: int
     total: int
     train_seconds: float
+    precision: str  # what training ran in ('auto' resolved)
 
 
 def train_and_test(
@@ -79,6 +80,7 @@ def train_and_test(
     score ``splits["test"]``."""
     import torch
 
+    from lmforge.core.precision import resolve_precision
     from lmforge.finetune.methods import apply_method, trainable_parameters
     from lmforge.finetune.train import fit
     from lmforge.tasks.base import TaskOptions
@@ -110,6 +112,10 @@ def train_and_test(
         f"{trainable:,}",
         f"{total:,}",
     )
+    device = device or torch.device("cpu")
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None) or 256
+    tokens = cfg.batch_size * cfg.max_length
+    choice = resolve_precision(cfg.precision, device, tokens, hidden, who="finetune")
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     history = fit(
@@ -123,12 +129,23 @@ def train_and_test(
         weight_decay=cfg.weight_decay,
         warmup_ratio=cfg.warmup_ratio,
         device=device,
+        precision=choice.precision,
     )
     train_seconds = time.perf_counter() - t0
     test = encoded["test"]
     predictions = task.predict(model, test, processor, info, opts)
     scores = task.metrics(test.references, predictions, info)
-    return Trained(model, encoded, predictions, scores, history, trainable, total, train_seconds)
+    return Trained(
+        model,
+        encoded,
+        predictions,
+        scores,
+        history,
+        trainable,
+        total,
+        train_seconds,
+        choice.precision,
+    )
 
 
 def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
@@ -205,6 +222,7 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
         "total_params": run.total,
         "trainable_fraction": run.trainable / run.total,
         "train_seconds": run.train_seconds,
+        "train_precision": run.precision,  # not "precision": NER's scores have one
         "undecodable_bytes": sum(s.undecodable_bytes for s in loaded.values()),
         "device": str(device),
         "history": run.history,

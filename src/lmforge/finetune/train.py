@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from lmforge.core.errors import LmforgeError
+from lmforge.core.precision import autocast_context
 from lmforge.core.progress import progress_bar
 from lmforge.pretrain.optim import param_groups
 
@@ -45,8 +46,12 @@ def fit(
     warmup_ratio: float = 0.1,
     grad_clip: float = 1.0,
     device: torch.device | None = None,
+    precision: str = "fp32",
 ) -> list[dict[str, float]]:
     """Train in place; returns one record per epoch (train loss, val loss).
+
+    ``precision`` bf16 runs the forward pass under autocast (mixed precision: the weights,
+    gradients and AdamW states stay fp32); validation runs in fp32.
 
     Raises:
         LmforgeError: an epoch's loss or the trained parameters are not finite (the learning
@@ -60,6 +65,7 @@ def fit(
     total = epochs * steps_per_epoch
     warmup = int(warmup_ratio * total)
     history, step = [], 0
+    amp = autocast_context(precision, device)
     with progress_bar("fine-tune", total) as advance:
         for epoch in range(epochs):
             model.train()
@@ -72,7 +78,8 @@ def fit(
                 batch = {k: v.to(device) for k, v in train.batch(idx).items()}
                 for group in optimizer.param_groups:
                     group["lr"] = lr * linear_schedule(step, total, warmup)
-                loss = model(**batch).loss
+                with amp:
+                    loss = model(**batch).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if grad_clip > 0:

@@ -42,9 +42,13 @@ def matmul_params(config: PretrainedConfig) -> int:
     ``hidden²`` transform. The MLP is gated (three matrices) for SwiGLU (``hidden_act`` silu,
     Llama family) and ModernBERT's GeGLU.
     """
+    return block_params(config) + head_params(config)
+
+
+def head_params(config: PretrainedConfig) -> int:
+    """Matmul weights of the output head: ``vocab × hidden``, plus the MLM transform's d²."""
     d = config.hidden_size
-    head = config.vocab_size * d + (d * d if config.model_type in ("bert", "modernbert") else 0)
-    return block_params(config) + head
+    return config.vocab_size * d + (d * d if config.model_type in ("bert", "modernbert") else 0)
 
 
 def block_params(config: PretrainedConfig) -> int:
@@ -66,12 +70,15 @@ def _attention_flops(config: PretrainedConfig, seq_len: int) -> int:
     return 12 * layers * heads * head_dim * seq_len
 
 
-def flops_per_token(config: PretrainedConfig, seq_len: int) -> float:
+def flops_per_token(config: PretrainedConfig, seq_len: int, predicted: float = 1.0) -> float:
     """Training FLOPs per token: ``6·N + 12·L·H·Q·T`` (N: ``matmul_params``; Q: head size).
 
-    Multiply by tokens per second and divide by the hardware's peak FLOP/s for MFU.
+    ``predicted`` is the share of positions the output head runs on: 1, or the masking rate
+    for ModernBERT's sparse prediction (the head sees the masked positions only). Multiply by
+    tokens per second and divide by the hardware's peak FLOP/s for MFU.
     """
-    return float(6 * matmul_params(config) + _attention_flops(config, seq_len))
+    matmuls = block_params(config) + predicted * head_params(config)
+    return float(6 * matmuls + _attention_flops(config, seq_len))
 
 
 def electra_flops_per_token(

@@ -51,6 +51,8 @@ def evaluate(
             logits, labels = out.logits[:, :-1], labels[:, 1:]  # predict the next token
         else:
             logits = out.logits if hasattr(out, "logits") else out.prediction_logits
+            if logits.dim() == 2:  # sparse prediction: one row per masked position, in order
+                labels = labels[labels != -100]
         logits = logits.float()
         mask = labels != -100
         sums[0] += F.cross_entropy(

@@ -129,7 +129,13 @@ def _build(cfg: PretrainConfig, vocab_size: int, specials: dict[str, int | None]
         from lmforge.pretrain.electra import build_electra
 
         return build_electra(cfg, vocab_size, specials)
-    return build_model(cfg.model, cfg.objective, vocab_size, specials)
+    model = build_model(cfg.model, cfg.objective, vocab_size, specials)
+    if hasattr(model, "sparse_prediction"):
+        # ModernBERT's MLM head on the masked positions only: the loss and gradients are the
+        # same, and a pretraining step is 2x faster (RESULTS.md). Set on the module, not the
+        # config, so the saved model returns dense logits in plain transformers
+        model.sparse_prediction = cfg.objective == "mlm"
+    return model
 
 
 def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
@@ -194,7 +200,8 @@ def run_pretrain_stage(ctx: StageContext, work: Path) -> StageResult:
     if cfg.objective == "electra":  # the generator trains on every token too
         flops = electra_flops_per_token(model.config, model.generator.config, cfg.block_size)
     else:
-        flops = flops_per_token(model.config, cfg.block_size)
+        predicted = cfg.mlm_probability if getattr(model, "sparse_prediction", False) else 1.0
+        flops = flops_per_token(model.config, cfg.block_size, predicted)
     precision = result.precision.precision if result.precision else cfg.precision
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     peak = matmul_peak_flops(dtype, device)
