@@ -33,3 +33,11 @@ def test_failed_stages_and_missing_kinds_give_no_number():
         }
     }
     assert headline_numbers(summary) == ["documents kept 2,068"]
+
+
+def test_ner_and_qa_f1_each_on_their_own_scale():
+    """seqeval's entity F1 is a fraction, SQuAD's F1 a percentage: both read as themselves."""
+    ner = {"stages": {"finetune": _stage(f1=0.9264, token_accuracy=0.993)}}
+    qa = {"stages": {"finetune": _stage(f1=71.25, exact_match=60.0)}}
+    assert headline_numbers(ner) == ["entity F1 0.926"]
+    assert headline_numbers(qa) == ["F1 71.2"]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-# (label, stage, metric key, format), in order of preference within each kind
+# (label, stage, metric key, format), in order of preference within each kind. Two tasks
+# report "f1" on different scales: NER (seqeval, 0-1, with a token accuracy beside it) and
+# extractive QA (SQuAD, 0-100, with an exact match beside it); the key after "|" must be there.
 QUALITY = (
     ("test accuracy", "evaluate", "accuracy", "{:.1%}"),
     ("test accuracy", "finetune", "accuracy", "{:.1%}"),
-    ("entity F1", "finetune", "entity_f1", "{:.3f}"),
-    ("F1", "finetune", "f1", "{:.1f}"),
+    ("entity F1", "finetune", "f1|token_accuracy", "{:.3f}"),
+    ("F1", "finetune", "f1|exact_match", "{:.1f}"),
     ("BLEU", "finetune", "bleu", "{:.1f}"),
 )
 COST = (
@@ -35,7 +37,11 @@ def headline_numbers(summary: dict[str, Any]) -> list[str]:
     for kind in (QUALITY, COST, TRAINING):
         for label, stage, key, fmt in kind:
             entry = stages.get(stage) or {}
-            value = (entry.get("metrics") or {}).get(key)
+            metrics = entry.get("metrics") or {}
+            key, _, beside = key.partition("|")
+            value = metrics.get(key)
+            if beside and beside not in metrics:
+                continue
             if entry.get("status") == "done" and isinstance(value, int | float):
                 out.append(f"{label} {fmt.format(value)}")
                 break
