@@ -132,7 +132,7 @@ def _build(cfg: PretrainConfig, vocab_size: int, specials: dict[str, int | None]
     model = build_model(cfg.model, cfg.objective, vocab_size, specials)
     if hasattr(model, "sparse_prediction"):
         # ModernBERT's MLM head on the masked positions only: the loss and gradients are the
-        # same, and a pretraining step is 2x faster (RESULTS.md). Set on the module, not the
+        # same, and a pretraining step is 1.7x faster (RESULTS.md). Set on the module, not the
         # config, so the saved model returns dense logits in plain transformers
         model.sparse_prediction = cfg.objective == "mlm"
     return model
