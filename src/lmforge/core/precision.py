@@ -92,6 +92,11 @@ def autocast_context(precision: str, device: torch.device) -> contextlib.Abstrac
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def model_hidden_size(model: object) -> int:
+    """The hidden size ``auto``'s probe is shaped by: ``config.hidden_size``, else 256."""
+    return int(getattr(getattr(model, "config", None), "hidden_size", None) or 256)
+
+
 def resolve_precision(
     requested: str, device: torch.device, tokens: int, hidden: int, who: str = "pretrain"
 ) -> PrecisionChoice:

@@ -80,7 +80,7 @@ def train_and_test(
     score ``splits["test"]``."""
     import torch
 
-    from lmforge.core.precision import resolve_precision
+    from lmforge.core.precision import model_hidden_size, resolve_precision
     from lmforge.finetune.methods import apply_method, trainable_parameters
     from lmforge.finetune.train import fit
     from lmforge.tasks.base import TaskOptions
@@ -113,8 +113,8 @@ def train_and_test(
         f"{total:,}",
     )
     device = device or torch.device("cpu")
-    hidden = getattr(getattr(model, "config", None), "hidden_size", None) or 256
     tokens = cfg.batch_size * cfg.max_length
+    hidden = model_hidden_size(model)
     choice = resolve_precision(cfg.precision, device, tokens, hidden, who="finetune")
     torch.manual_seed(seed)
     t0 = time.perf_counter()

@@ -27,6 +27,7 @@ from lmforge.core.metrics import MetricsLogger
 from lmforge.core.precision import (
     PrecisionChoice,
     autocast_context,
+    model_hidden_size,
     resolve_precision,
 )
 from lmforge.core.progress import progress_bar
@@ -81,7 +82,7 @@ def train(
         )
     if cfg.precision == "fp16" and device.type != "cuda":
         raise LmforgeError("pretrain.precision: fp16 needs a CUDA GPU; use bf16 on CPU")
-    hidden = getattr(getattr(model, "config", None), "hidden_size", None) or 256
+    hidden = model_hidden_size(model)
     choice = resolve_precision(cfg.precision, device, cfg.batch_size * tokens_per_sample, hidden)
     choice = broadcast_object(choice)  # auto: every process trains in rank 0's choice
     precision = choice.precision

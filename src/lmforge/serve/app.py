@@ -52,7 +52,7 @@ def serving_precision(sm: ServedModel, settings: Settings) -> Any:
     product at a full batch of the longest inputs in fp32 and in bf16 and keeps the faster.
     """
     from lmforge.core.errors import LmforgeError
-    from lmforge.core.precision import PrecisionChoice, resolve_precision
+    from lmforge.core.precision import PrecisionChoice, model_hidden_size, resolve_precision
 
     requested = settings.precision
     if requested == "fp32":
@@ -70,8 +70,7 @@ def serving_precision(sm: ServedModel, settings: Settings) -> Any:
     device = next(sm.model.parameters()).device
     if device.type == "cpu" and requested == "fp16":
         raise LmforgeError("--precision fp16 needs a CUDA GPU; use bf16 on a CPU")
-    config = getattr(sm.model, "config", None)
-    hidden = int(getattr(config, "hidden_size", 0) or 256)
+    hidden = model_hidden_size(sm.model)
     tokens = settings.max_batch_size * int(getattr(sm.cfg, "max_length", 128) or 128)
     return resolve_precision(requested, torch.device(device), tokens, hidden, who="serve")
 
