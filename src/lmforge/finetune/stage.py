@@ -130,6 +130,7 @@ def train_and_test(
         warmup_ratio=cfg.warmup_ratio,
         device=device,
         precision=choice.precision,
+        group_by_length=cfg.group_by_length,
     )
     train_seconds = time.perf_counter() - t0
     test = encoded["test"]

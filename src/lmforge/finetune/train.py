@@ -1,5 +1,10 @@
 """The fine-tuning loop: epochs over shuffled mini-batches, AdamW with linear warm-up and
-decay (the BERT fine-tuning recipe), gradient clipping, validation loss after each epoch."""
+decay (the BERT fine-tuning recipe), gradient clipping, validation loss after each epoch.
+
+``group_by_length`` batches examples of similar length together (transformers' Trainer
+option of that name): each epoch shuffles, cuts the order into mega-batches of 50 batches,
+sorts each by length and shuffles the resulting batches, so a batch pads to a near-equal
+length while the data order stays random at the scale of an epoch."""
 
 from __future__ import annotations
 
@@ -33,6 +38,31 @@ def mean_loss(model: Any, data: Any, batch_size: int, device: torch.device) -> f
     return total / max(n, 1)
 
 
+MEGABATCH = 50  # batches per sorted group (Trainer's LengthGroupedSampler uses 50 too)
+
+
+def feature_length(feature: dict[str, Any]) -> int:
+    """The padded length an example forces on its batch: its longest token list (source ids,
+    or a translation's target ids)."""
+    return max((len(v) for v in feature.values() if isinstance(v, list)), default=1)
+
+
+def epoch_batches(
+    n: int, batch_size: int, generator: torch.Generator, lengths: list[int] | None = None
+) -> list[list[int]]:
+    """One epoch's batches of example indices: a random order, length-grouped when
+    ``lengths`` is given (see the module doc). Both give ceil(n / batch_size) batches."""
+    order = torch.randperm(n, generator=generator).tolist()
+    if lengths is None:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    batches: list[list[int]] = []
+    mega = batch_size * MEGABATCH
+    for start in range(0, n, mega):
+        group = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def fit(
     model: Any,
     train: Any,
@@ -47,11 +77,13 @@ def fit(
     grad_clip: float = 1.0,
     device: torch.device | None = None,
     precision: str = "fp32",
+    group_by_length: bool = False,
 ) -> list[dict[str, float]]:
     """Train in place; returns one record per epoch (train loss, val loss).
 
     ``precision`` bf16 runs the forward pass under autocast (mixed precision: the weights,
-    gradients and AdamW states stay fp32); validation runs in fp32.
+    gradients and AdamW states stay fp32); validation runs in fp32. ``group_by_length``
+    batches examples of similar length (less padding; see the module doc).
 
     Raises:
         LmforgeError: an epoch's loss or the trained parameters are not finite (the learning
@@ -66,15 +98,13 @@ def fit(
     warmup = int(warmup_ratio * total)
     history, step = [], 0
     amp = autocast_context(precision, device)
+    lengths = [feature_length(f) for f in train.features] if group_by_length else None
     with progress_bar("fine-tune", total) as advance:
         for epoch in range(epochs):
             model.train()
-            order = torch.randperm(
-                len(train), generator=torch.Generator().manual_seed(seed + epoch)
-            )
+            generator = torch.Generator().manual_seed(seed + epoch)
             running = 0.0
-            for start in range(0, len(train), batch_size):
-                idx = order[start : start + batch_size].tolist()
+            for idx in epoch_batches(len(train), batch_size, generator, lengths):
                 batch = {k: v.to(device) for k, v in train.batch(idx).items()}
                 for group in optimizer.param_groups:
                     group["lr"] = lr * linear_schedule(step, total, warmup)

@@ -65,7 +65,9 @@ def greedy_generate(
         raise LmforgeError(f"cannot generate from empty prompts (rows {empty[:5]})")
     config = model.config
     encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
-    limit = None if encoder_decoder else context_limit(config)
+    # an encoder-decoder's decoder reads its start token + what it wrote: T5 has no position
+    # table, a bert2gpt's GPT-2 decoder has one
+    limit = context_limit(getattr(config, "decoder", None) if encoder_decoder else config)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     ids: list[list[int]] = [[] for _ in prompts]
     stopped = [False] * len(prompts)
@@ -73,7 +75,7 @@ def greedy_generate(
     model.eval()
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in rows)
+        width = 1 if encoder_decoder else max(len(prompts[i]) for i in rows)
         new_tokens = max_new_tokens
         if limit is not None and width + new_tokens > limit:
             new_tokens = limit - width

@@ -1,4 +1,4 @@
-"""Machine translation with an encoder-decoder model (T5, BART, Marian, ...): the encoder reads
+"""Machine translation with an encoder-decoder model (T5, BART, Marian, bert2gpt ...): the encoder reads
 the source sentence, the decoder writes the target. Head: ``AutoModelForSeq2SeqLM``.
 
 Data: ``text_column`` holds the source sentence, ``label_column`` the target sentence (the
@@ -10,6 +10,7 @@ similar training source, as a CAT tool would suggest it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,11 +18,16 @@ from typing import Any, Literal
 from lmforge.core.errors import DataError, LmforgeError
 from lmforge.core.log import logger
 from lmforge.data.document import Document
-from lmforge.models.presets import SEQ2SEQ_PRESETS
+from lmforge.models.presets import ENCODER_DECODER_PRESETS, SEQ2SEQ_PRESETS
 from lmforge.tasks.base import TASKS, Encoded, Splits, Task, TaskOptions, pad_sequences
 from lmforge.tasks.heads import head_loader
 
 IGNORE_INDEX = -100  # label positions the loss skips (padding)
+
+# EncoderDecoderModel warns on every training forward that transformers 4.12 moved its loss
+# (a note for checkpoints older than that, none of which lmforge makes): it would read as a
+# problem with the run
+warnings.filterwarnings("ignore", "Version v4.12.0 introduces", FutureWarning)
 
 
 @dataclass(frozen=True)
@@ -193,10 +199,8 @@ def baseline(splits: Splits, info: PairInfo) -> dict[str, Any]:
 
 
 def from_preset(preset: str, info: PairInfo, tokenizer_dir: Path | None) -> tuple[Any, Any]:
-    """A freshly initialised T5 of ``preset`` shape over this run's tokenizer. The decoder
-    starts from the pad token, as T5 does; initialisation draws from torch's global RNG."""
-    from transformers import T5Config, T5ForConditionalGeneration
-
+    """A freshly initialised encoder-decoder of ``preset`` shape over this run's tokenizer (one
+    vocabulary for source and target); initialisation draws from torch's global RNG."""
     from lmforge.tasks.heads import _run_tokenizer
 
     tokenizer = _run_tokenizer(tokenizer_dir, preset)
@@ -204,16 +208,72 @@ def from_preset(preset: str, info: PairInfo, tokenizer_dir: Path | None) -> tupl
         raise LmforgeError(
             f"finetune.model.preset {preset!r}: the run's tokenizer has no eos token"
         )
+    if preset in ENCODER_DECODER_PRESETS:
+        return _bert2gpt(ENCODER_DECODER_PRESETS[preset], tokenizer), tokenizer
+    return _t5(SEQ2SEQ_PRESETS[preset], tokenizer), tokenizer
+
+
+def _t5(shape: dict[str, int], tokenizer: Any) -> Any:
+    """T5 v1.0; the decoder starts from the pad token, as T5 does."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
     config = T5Config(
         vocab_size=len(tokenizer),
-        **SEQ2SEQ_PRESETS[preset],
+        **shape,
         feed_forward_proj="relu",
         dropout_rate=0.1,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
     )
-    return T5ForConditionalGeneration(config), tokenizer
+    return T5ForConditionalGeneration(config)
+
+
+def _bert2gpt(shape: dict[str, int], tokenizer: Any) -> Any:
+    """A ModernBERT encoder + a GPT-2 decoder with cross-attention, as one
+    ``EncoderDecoderModel`` (it saves as such and loads with ``AutoModelForSeq2SeqLM``). The
+    decoder starts from BOS (EOS when the tokenizer has none), as GPT-2 text starts."""
+    from transformers import (
+        EncoderDecoderConfig,
+        EncoderDecoderModel,
+        GPT2Config,
+        ModernBertConfig,
+    )
+
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
+    pad = eos if pad is None else pad
+    encoder = ModernBertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=shape["hidden"],
+        num_hidden_layers=shape["encoder_layers"],
+        num_attention_heads=shape["heads"],
+        intermediate_size=shape["encoder_intermediate"],
+        max_position_embeddings=shape["context"],
+        global_attn_every_n_layers=1,  # full attention in every layer: sources are short
+        pad_token_id=pad,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        cls_token_id=bos,
+        sep_token_id=eos,
+    )
+    decoder = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=shape["hidden"],
+        n_layer=shape["decoder_layers"],
+        n_head=shape["heads"],
+        n_positions=shape["context"],
+        add_cross_attention=True,
+        is_decoder=True,
+        attn_pdrop=0.0,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = bos, pad, eos
+    config.vocab_size = len(tokenizer)
+    return EncoderDecoderModel(config=config)
 
 
 TASKS.add(
@@ -227,7 +287,7 @@ TASKS.add(
         encode,
         predict,
         metrics,
-        presets=tuple(SEQ2SEQ_PRESETS),
+        presets=(*SEQ2SEQ_PRESETS, *ENCODER_DECODER_PRESETS),
         from_preset=from_preset,
         baseline=baseline,
         main_metric="bleu",
