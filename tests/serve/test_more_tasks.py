@@ -17,13 +17,14 @@ from lmforge.serve.loader import pick_artifact
 from lmforge.tasks import TASKS
 
 
-@pytest.fixture(scope="module")
-def translator(tmp_path_factory, texts):
+@pytest.fixture(scope="module", params=["t5-tiny", "bert2gpt-mini"])
+def translator(request, tmp_path_factory, texts):
+    """Both translation presets: T5, and bert2gpt (a transformers EncoderDecoderModel)."""
     from lmforge.tasks.translation import PairInfo
 
     tok_dir = tmp_path_factory.mktemp("tok")
     trained_tokenizer(texts, "bpe", 600, 64).save_pretrained(tok_dir)
-    model, tok = TASKS.get("translation").from_preset("t5-tiny", PairInfo("en"), tok_dir)
+    model, tok = TASKS.get("translation").from_preset(request.param, PairInfo("en"), tok_dir)
     path = tmp_path_factory.mktemp("models") / "translator"
     model.save_pretrained(path)
     tok.save_pretrained(path)

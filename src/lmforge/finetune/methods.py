@@ -36,8 +36,14 @@ EXTRA_TARGETS = {
     "vit": {"lora": ["q_proj", "v_proj"], "ia3": ["k_proj", "v_proj", "fc2"]},
     # ModernBERT fuses q, k and v in one Wqkv; its MLP output is mlp.Wo (attn.Wo is attention's)
     "modernbert": {"lora": ["Wqkv"], "ia3": ["Wqkv", "mlp.Wo"]},
+    # bert2gpt (EncoderDecoderModel): the ModernBERT encoder's Wqkv, the GPT-2 decoder's fused
+    # self-attention c_attn and its cross-attention's q_attn (c_attn there projects k and v)
+    "encoder-decoder": {
+        "lora": ["Wqkv", "c_attn", "q_attn"],
+        "ia3": ["Wqkv", "c_attn", "mlp.Wo", "mlp.c_proj"],
+    },
 }
-IA3_FEEDFORWARD = ("fc2", "down_proj", "mlp.Wo")  # always a feed-forward output when targeted
+IA3_FEEDFORWARD = ("fc2", "down_proj", "mlp.Wo", "mlp.c_proj")  # feed-forward outputs
 
 
 def peft_task_type(task: PeftTask) -> str | None:
