@@ -171,7 +171,14 @@ def test_bert2gpt_preset_is_one_encoder_decoder_that_reloads_in_plain_transforme
     tok.save_pretrained(tmp_path)
     again = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()  # no lmforge involved
     assert type(again).__name__ == "EncoderDecoderModel"
-    enc = AutoTokenizer.from_pretrained(tmp_path)(["香港法院"], return_tensors="pt")
+    plain = AutoTokenizer.from_pretrained(tmp_path)
+    # the saved tokenizer ends sources with EOS itself, as the model saw them in training
+    ids = plain("香港法院")["input_ids"]
+    assert ids[-1] == tok.eos_token_id and ids.count(tok.eos_token_id) == 1
+    fc = cfg(max_length=32)
+    doc = Document("香港法院", label="court")
+    assert TASK.encode(tok, [doc], PairInfo("en"), fc, "test").features[0]["input_ids"] == ids
+    enc = plain(["香港法院"], return_tensors="pt")
     start = torch.tensor([[again.config.decoder_start_token_id]])
     with torch.no_grad():
         a = model.eval()(**enc, decoder_input_ids=start).logits

@@ -208,9 +208,22 @@ def from_preset(preset: str, info: PairInfo, tokenizer_dir: Path | None) -> tupl
         raise LmforgeError(
             f"finetune.model.preset {preset!r}: the run's tokenizer has no eos token"
         )
+    _end_with_eos(tokenizer)
     if preset in ENCODER_DECODER_PRESETS:
         return _bert2gpt(ENCODER_DECODER_PRESETS[preset], tokenizer), tokenizer
     return _t5(SEQ2SEQ_PRESETS[preset], tokenizer), tokenizer
+
+
+def _end_with_eos(tokenizer: Any) -> None:
+    """Make the tokenizer end every sequence with EOS, as T5's and Marian's do. The model
+    learns from sources that end in EOS (``token_ids``); saved with it, this tokenizer gives a
+    plain-transformers user the same input (without EOS a greedy decode drifts into repeats)."""
+    from tokenizers.processors import TemplateProcessing
+
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, eos_id)]
+    )
 
 
 def _t5(shape: dict[str, int], tokenizer: Any) -> Any:
