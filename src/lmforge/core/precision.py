@@ -1,6 +1,7 @@
 """``precision: auto``: run in whichever of fp32 and bf16 this machine runs faster.
 
-Used by pretraining (``pretrain.precision``) and serving (``lmforge serve --precision``).
+Used by pretraining (``pretrain.precision``), fine-tuning (``finetune.precision``) and serving
+(``lmforge serve --precision``).
 
 bf16 autocast is not faster everywhere: on a CPU with AMX it was 1.25x faster per step for a
 tiny GPT, on an AMD EPYC without AMX bf16 matmuls reach 0.41 TFLOP/s against fp32's 0.19-0.38
@@ -128,3 +129,45 @@ def resolve_precision(
         bf16 * 1e3,
     )
     return PrecisionChoice(choice, "auto", fp32_seconds=fp32, bf16_seconds=bf16)
+
+
+# Training in bf16 on a CPU, PyTorch's fused SDPA kernel (flash attention for CPU) is slower
+# than transformers' eager attention at lmforge's shapes, mostly in its backward pass (25 ms of
+# a 0.43 s ModernBERT NER step, per call). Steps measured eager vs SDPA, 2 cores, bf16
+# autocast (benchmarks/modernbert_speed.py): ModernBERT MLM 16 x 128 1.15x faster, ModernBERT
+# token classification 32 x 110 1.29x, bert2gpt translation 1.22x, GPT-2 4 x 128 at 12 x 64
+# 1.29x, BERT 4 x 256 MLM at 32 x 128 0.98x (its dense MLM head dominates). In fp32 SDPA stays
+# as fast or faster, so only bf16 switches. Eager materialises the (T x T) scores, so only
+# sequences up to EAGER_MAX_TOKENS.
+EAGER_MAX_TOKENS = 512
+
+
+def cpu_bf16_attention(
+    model: object, precision: str, device: torch.device, seq_len: int
+) -> str | None:
+    """Switch a transformers model (or peft's wrapper of one) from SDPA to eager attention
+    for bf16 training on a CPU; returns the implementation to restore afterwards with
+    ``restore_attention``, or None when nothing changed (GPU, fp32, long sequences, a model
+    without the switch)."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    config = getattr(base, "config", None)
+    if (
+        precision != "bf16"
+        or device.type != "cpu"
+        or seq_len > EAGER_MAX_TOKENS
+        or getattr(config, "_attn_implementation", None) != "sdpa"
+        or not hasattr(base, "set_attn_implementation")
+    ):
+        return None
+    try:
+        base.set_attn_implementation("eager")
+    except (ValueError, ImportError):  # an architecture without eager attention keeps SDPA
+        return None
+    logger.debug("eager attention for bf16 training on the CPU")
+    return "sdpa"
+
+
+def restore_attention(model: object, implementation: str | None) -> None:
+    """Undo ``cpu_bf16_attention`` (prediction and serving run in fp32, where SDPA is faster)."""
+    if implementation is not None:
+        getattr(model, "get_base_model", lambda: model)().set_attn_implementation(implementation)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from lmforge.core.errors import LmforgeError
-from lmforge.core.precision import autocast_context
+from lmforge.core.precision import autocast_context, cpu_bf16_attention, restore_attention
 from lmforge.core.progress import progress_bar
 from lmforge.pretrain.optim import param_groups
 
@@ -98,7 +98,9 @@ def fit(
     warmup = int(warmup_ratio * total)
     history, step = [], 0
     amp = autocast_context(precision, device)
-    lengths = [feature_length(f) for f in train.features] if group_by_length else None
+    all_lengths = [feature_length(f) for f in train.features]
+    lengths = all_lengths if group_by_length else None
+    attention = cpu_bf16_attention(model, precision, device, max(all_lengths, default=0))
     with progress_bar("fine-tune", total) as advance:
         for epoch in range(epochs):
             model.train()
@@ -128,6 +130,7 @@ def fit(
                 record["val_loss"] = mean_loss(model, val, batch_size, device)
             history.append(record)
             check_finite_epoch(model, record, lr)
+    restore_attention(model, attention)
     return history
 
 

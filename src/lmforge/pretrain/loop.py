@@ -27,8 +27,10 @@ from lmforge.core.metrics import MetricsLogger
 from lmforge.core.precision import (
     PrecisionChoice,
     autocast_context,
+    cpu_bf16_attention,
     model_hidden_size,
     resolve_precision,
+    restore_attention,
 )
 from lmforge.core.progress import progress_bar
 from lmforge.pretrain.checkpoint import (
@@ -86,6 +88,7 @@ def train(
     choice = resolve_precision(cfg.precision, device, cfg.batch_size * tokens_per_sample, hidden)
     choice = broadcast_object(choice)  # auto: every process trains in rank 0's choice
     precision = choice.precision
+    attention = cpu_bf16_attention(model, precision, device, tokens_per_sample)
     model.to(device)
     raw_model = model
     fsdp = uses_fsdp(cfg)
@@ -252,6 +255,7 @@ def train(
     if not final_eval:  # resumed after the last step: evaluate the restored model
         final_eval = run_eval()
     check_finite_result(raw_model, final_eval, cfg, dist)
+    restore_attention(raw_model, attention)
     return LoopResult(
         state=state,
         final_eval=final_eval,
