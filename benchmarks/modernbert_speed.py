@@ -7,12 +7,17 @@ the recipe's 8,013-token vocabulary):
   head, what transformers runs by default) against the same model with ``sparse_prediction``
   on, as the pretrain stage trains it; in bf16 autocast and in fp32;
 - fine-tuning (32 x 110 tokens, as ner-zh's and sentiment-zh's batches): a token-classification
-  step in fp32 against bf16 autocast (``finetune.precision``).
+  step in fp32 against bf16 autocast (``finetune.precision``);
+- attention in bf16 (``--attention``): PyTorch's fused SDPA kernel, what transformers runs by
+  default, against transformers' eager attention, which lmforge trains with in bf16 on a CPU
+  (``core.precision.cpu_bf16_attention``), for the models the recipes train: the ModernBERT
+  steps above, translate's bert2gpt-mini (32 pairs of 20 -> 25 tokens), and the GPT-2 and BERT
+  shapes of pretrain-gpt-shakespeare (12 x 64) and pretrain-bert-wiki (32 x 128).
 
 Each row is the median of ``--steps`` timed steps after 5 warm-up steps (forward, backward,
 AdamW). Random token ids: the step time does not depend on the text.
 
-    python benchmarks/modernbert_speed.py [--threads 2] [--steps 20]
+    python benchmarks/modernbert_speed.py [--threads 2] [--steps 20] [--attention]
 """
 
 from __future__ import annotations
@@ -89,16 +94,91 @@ def finetuning(steps: int) -> list[tuple[str, float]]:
     return rows
 
 
+def attention(steps: int) -> list[tuple[str, float]]:
+    """bf16 step time with SDPA, then eager attention, for each model (pairs of rows)."""
+    from transformers import ModernBertForTokenClassification
+
+    from lmforge.models import build_model
+    from lmforge.models.build import build_config
+    from lmforge.models.spec import ModelSpec
+    from lmforge.tasks.translation import _bert2gpt
+
+    g = torch.Generator().manual_seed(0)
+
+    def mlm_batch(b: int, t: int) -> dict:
+        ids = torch.randint(5, VOCAB, (b, t), generator=g)
+        labels = torch.where(torch.rand(ids.shape, generator=g) < 0.15, ids, -100)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+    specials = {"pad": 0, "cls": 2, "sep": 3, "bos": 1, "eos": 1}
+
+    def modernbert_mlm() -> torch.nn.Module:
+        model = build_model(model_spec(), "mlm", VOCAB, specials)
+        model.sparse_prediction = True
+        return model
+
+    def ner() -> torch.nn.Module:
+        config = build_config(model_spec(), "mlm", VOCAB, specials)
+        config.num_labels = 7
+        return ModernBertForTokenClassification(config)
+
+    class Tok:  # what bert2gpt is sized by: special ids and the vocabulary's length
+        bos_token_id = eos_token_id = 0
+        pad_token_id = 1
+
+        def __len__(self) -> int:
+            return 8000
+
+    def bert2gpt() -> torch.nn.Module:
+        from lmforge.models.presets import ENCODER_DECODER_PRESETS
+
+        return _bert2gpt(ENCODER_DECODER_PRESETS["bert2gpt-mini"], Tok())
+
+    src = torch.randint(5, 8000, (32, 20), generator=g)
+    pairs = {"input_ids": src, "attention_mask": torch.ones_like(src),
+             "labels": torch.randint(5, 8000, (32, 25), generator=g)}  # fmt: skip
+    tags = torch.randint(5, VOCAB, (32, 110), generator=g)
+    cases = [
+        ("ModernBERT MLM 16 x 128 (pretrain-zh)", modernbert_mlm, mlm_batch(16, 128)),
+        ("ModernBERT NER 32 x 110 (ner-zh)", ner, {"input_ids": tags,
+            "attention_mask": torch.ones_like(tags),
+            "labels": torch.randint(0, 7, tags.shape, generator=g)}),  # fmt: skip
+        ("bert2gpt-mini 32 x 20 -> 25 (translate)", bert2gpt, pairs),
+        ("GPT-2 4 x 128, 12 x 64 (pretrain-gpt-shakespeare)",
+         lambda: build_model(ModelSpec(preset="gpt-tiny", layers=4, heads=4, hidden=128,
+                                       context=64), "clm", 8000, specials),
+         {"input_ids": (x := torch.randint(5, 8000, (12, 64), generator=g)), "labels": x}),
+        ("BERT 4 x 256 MLM 32 x 128 (pretrain-bert-wiki)",
+         lambda: build_model(ModelSpec(preset="bert-tiny", layers=4, heads=4, hidden=256,
+                                       context=128), "mlm", 8000, specials),
+         mlm_batch(32, 128)),
+    ]  # fmt: skip
+    rows = []
+    for name, build, batch in cases:
+        for impl in ("sdpa", "eager"):
+            torch.manual_seed(0)
+            model = build()
+            model.set_attn_implementation(impl)
+            rows.append((f"{name}, {impl}", step_seconds(model.train(), batch, "bf16", steps)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--attention", action="store_true", help="SDPA vs eager in bf16 only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pre, fine = pretraining(args.steps), finetuning(args.steps)
+    if args.attention:
+        rows = attention(args.steps)
+        groups = [rows[i : i + 2] for i in range(0, len(rows), 2)]
+    else:
+        pre, fine = pretraining(args.steps), finetuning(args.steps)
+        groups = [pre[:2], pre[2:], fine]
     print(f"| step ({args.threads} threads, median of {args.steps}) | seconds | speed-up |")
     print("|---|---:|---:|")
-    for rows in (pre[:2], pre[2:], fine):  # each pair against its first row
+    for rows in groups:  # each pair against its first row
         for name, seconds in rows:
             print(f"| {name} | {seconds:.3f} | {rows[0][1] / seconds:.2f}x |")
 

@@ -1,5 +1,6 @@
-"""Machine translation with an encoder-decoder model (T5, BART, Marian, bert2gpt ...): the encoder reads
-the source sentence, the decoder writes the target. Head: ``AutoModelForSeq2SeqLM``.
+"""Machine translation with an encoder-decoder model (T5, BART, Marian, bert2gpt, ...): the
+encoder reads the source sentence, the decoder writes the target. Head:
+``AutoModelForSeq2SeqLM``.
 
 Data: ``text_column`` holds the source sentence, ``label_column`` the target sentence (the
 built-in ``hk-parallel`` pairs: Chinese -> English). Predictions are greedy decodes of at most
@@ -220,6 +221,8 @@ def _end_with_eos(tokenizer: Any) -> None:
     plain-transformers user the same input (without EOS a greedy decode drifts into repeats)."""
     from tokenizers.processors import TemplateProcessing
 
+    if _appends_eos(tokenizer):  # its own template already ends with EOS: keep it
+        return
     eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
     tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
         single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, eos_id)]
@@ -293,7 +296,7 @@ TASKS.add(
     "translation",
     Task(
         "translation",
-        "sequence-to-sequence translation with an encoder-decoder (T5, BART, Marian)",
+        "sequence-to-sequence translation with an encoder-decoder (T5, BART, Marian, bert2gpt)",
         "SEQ_2_SEQ_LM",
         prepare,
         load_model,
