@@ -150,7 +150,7 @@ def attention(steps: int) -> list[tuple[str, float]]:
          {"input_ids": (x := torch.randint(5, 8000, (12, 64), generator=g)), "labels": x}),
         ("BERT 4 x 256 MLM 32 x 128 (pretrain-bert-wiki)",
          lambda: build_model(ModelSpec(preset="bert-tiny", layers=4, heads=4, hidden=256,
-                                       context=128), "mlm", 8000, specials),
+                                       context=128), "mlm", VOCAB, specials),
          mlm_batch(32, 128)),
     ]  # fmt: skip
     rows = []
