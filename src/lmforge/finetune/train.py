@@ -14,7 +14,12 @@ from typing import Any
 import torch
 
 from lmforge.core.errors import LmforgeError
-from lmforge.core.precision import autocast_context, cpu_bf16_attention, restore_attention
+from lmforge.core.precision import (
+    EAGER_MAX_TOKENS,
+    autocast_context,
+    cpu_bf16_attention,
+    restore_attention,
+)
 from lmforge.core.progress import progress_bar
 from lmforge.pretrain.optim import param_groups
 
@@ -98,9 +103,13 @@ def fit(
     warmup = int(warmup_ratio * total)
     history, step = [], 0
     amp = autocast_context(precision, device)
-    all_lengths = [feature_length(f) for f in train.features]
-    lengths = all_lengths if group_by_length else None
-    attention = cpu_bf16_attention(model, precision, device, max(all_lengths, default=0))
+    # an ``Encoded`` split knows its examples' lengths; any other data (``len`` + ``batch``)
+    # trains in random batches with the model's own attention
+    features = getattr(train, "features", None)
+    all_lengths = [feature_length(f) for f in features] if features is not None else []
+    lengths = all_lengths if group_by_length and all_lengths else None
+    longest = max(all_lengths) if all_lengths else EAGER_MAX_TOKENS + 1
+    attention = cpu_bf16_attention(model, precision, device, longest)
     with progress_bar("fine-tune", total) as advance:
         for epoch in range(epochs):
             model.train()
