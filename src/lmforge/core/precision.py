@@ -132,13 +132,13 @@ def resolve_precision(
 
 
 # Training in bf16 on a CPU, PyTorch's fused SDPA kernel (flash attention for CPU) is slower
-# than transformers' eager attention at lmforge's shapes, mostly in its backward pass (25 ms of
-# a 0.43 s ModernBERT NER step, per call). Steps measured eager vs SDPA, 2 cores, bf16
-# autocast (benchmarks/modernbert_speed.py): ModernBERT MLM 16 x 128 1.15x faster, ModernBERT
-# token classification 32 x 110 1.29x, bert2gpt translation 1.22x, GPT-2 4 x 128 at 12 x 64
-# 1.29x, BERT 4 x 256 MLM at 32 x 128 0.98x (its dense MLM head dominates). In fp32 SDPA stays
-# as fast or faster, so only bf16 switches. Eager materialises the (T x T) scores, so only
-# sequences up to EAGER_MAX_TOKENS.
+# than transformers' eager attention at lmforge's shapes, mostly in its backward pass (25 ms
+# per layer of a 0.43 s ModernBERT NER step). Steps eager vs SDPA, 2 cores, bf16 autocast
+# (`python benchmarks/modernbert_speed.py --attention`, RESULTS.md): ModernBERT MLM 16 x 128
+# 1.20x faster, ModernBERT token classification 32 x 110 1.28x, bert2gpt translation 1.17x,
+# GPT-2 4 x 128 at 12 x 64 1.28x, BERT 4 x 256 MLM at 32 x 128 1.06x. In fp32 SDPA is as fast
+# or faster, so only bf16 switches. Eager materialises the (T x T) scores, so only sequences
+# up to EAGER_MAX_TOKENS.
 EAGER_MAX_TOKENS = 512
 
 
