@@ -103,10 +103,11 @@ def fit(
     warmup = int(warmup_ratio * total)
     history, step = [], 0
     amp = autocast_context(precision, device)
-    # an ``Encoded`` split knows its examples' lengths; any other data (``len`` + ``batch``)
-    # trains in random batches with the model's own attention
-    features = getattr(train, "features", None)
-    all_lengths = [feature_length(f) for f in features] if features is not None else []
+    # an ``Encoded`` text split knows its examples' lengths; images, or any other data (``len``
+    # + ``batch``), train in random batches with the model's own attention (measured on text)
+    features = getattr(train, "features", None) or []
+    text = bool(features) and "input_ids" in features[0]
+    all_lengths = [feature_length(f) for f in features] if text else []
     lengths = all_lengths if group_by_length and all_lengths else None
     longest = max(all_lengths) if all_lengths else EAGER_MAX_TOKENS + 1
     attention = cpu_bf16_attention(model, precision, device, longest)
