@@ -158,6 +158,12 @@ class FinetuneConfig(StrictModel):
         "of 50 batches), so batches carry less padding: faster epochs for texts of very "
         "different lengths (translation pairs, NER paragraphs).",
     )
+    keep_best: bool = Field(
+        False,
+        description="End with the weights of the epoch with the lowest validation loss "
+        "(transformers' load_best_model_at_end) instead of the last epoch's: guards a small "
+        "labelled set against overfitting in the last epochs. Needs a val split.",
+    )
     device: Device = Field(
         "auto", description="Where to train and predict: auto (a CUDA GPU if any), cpu, cuda."
     )

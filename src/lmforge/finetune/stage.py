@@ -131,6 +131,7 @@ def train_and_test(
         device=device,
         precision=choice.precision,
         group_by_length=cfg.group_by_length,
+        keep_best=cfg.keep_best,
     )
     train_seconds = time.perf_counter() - t0
     test = encoded["test"]
@@ -228,6 +229,14 @@ def run_finetune_stage(ctx: StageContext, out: Path) -> StageResult:
         "device": str(device),
         "history": run.history,
     }
+    if cfg.keep_best:
+        from lmforge.finetune.train import best_epoch
+
+        kept = best_epoch(run.history)
+        if kept is None:
+            logger.warning("finetune.keep_best: no validation split; kept the last epoch")
+        else:
+            metrics["kept_epoch"] = kept
     if getattr(info, "labels", None) is not None:
         metrics["labels"] = info.labels
     if task.baseline is not None:

@@ -83,12 +83,16 @@ def fit(
     device: torch.device | None = None,
     precision: str = "fp32",
     group_by_length: bool = False,
+    keep_best: bool = False,
 ) -> list[dict[str, float]]:
     """Train in place; returns one record per epoch (train loss, val loss).
 
     ``precision`` bf16 runs the forward pass under autocast (mixed precision: the weights,
     gradients and AdamW states stay fp32); validation runs in fp32. ``group_by_length``
-    batches examples of similar length (less padding; see the module doc).
+    batches examples of similar length (less padding; see the module doc). ``keep_best``
+    ends with the trainable weights of the epoch :func:`best_epoch` names (transformers'
+    ``load_best_model_at_end`` on the validation loss): a small labelled set often overfits
+    in the last epochs.
 
     Raises:
         LmforgeError: an epoch's loss or the trained parameters are not finite (the learning
@@ -102,6 +106,7 @@ def fit(
     total = epochs * steps_per_epoch
     warmup = int(warmup_ratio * total)
     history, step = [], 0
+    best: dict[str, torch.Tensor] = {}  # trainable weights of the best epoch so far
     amp = autocast_context(precision, device)
     # an ``Encoded`` text split knows its examples' lengths; images, or any other data (``len``
     # + ``batch``), train in random batches with the model's own attention (measured on text)
@@ -140,8 +145,24 @@ def fit(
                 record["val_loss"] = mean_loss(model, val, batch_size, device)
             history.append(record)
             check_finite_epoch(model, record, lr)
+            if keep_best and best_epoch(history) == epoch + 1:
+                best = {
+                    n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad
+                }
     restore_attention(model, attention)
+    if best and best_epoch(history) != epochs:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in best:
+                    param.copy_(best[name])
     return history
+
+
+def best_epoch(history: list[dict[str, float]]) -> int | None:
+    """The epoch with the lowest validation loss (the first of equals); ``None`` without
+    validation."""
+    scored = [r for r in history if "val_loss" in r]
+    return int(min(scored, key=lambda r: r["val_loss"])["epoch"]) if scored else None
 
 
 def check_finite_epoch(model: Any, record: dict[str, float], lr: float) -> None:
