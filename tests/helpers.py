@@ -447,3 +447,39 @@ def random_crf_model(tokenizer: Any, path: Path) -> Any:
     tagger.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return tagger
+
+
+# ---------------------------------------------------------------- fit() without a transformer
+class TensorRows:
+    """The data interface ``finetune.train.fit`` needs: a length and index batches of
+    ``x`` with ``labels``."""
+
+    def __init__(self, x: Any, y: Any) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, idx: list[int]) -> dict[str, Any]:
+        return {"x": self.x[idx], "labels": self.y[idx]}
+
+
+def linear_classifier(dims: int, classes: int, seed: int = 0) -> Any:
+    """A linear layer with the model interface ``fit`` drives: ``forward(x, labels)`` returns
+    the cross-entropy ``loss`` and the ``logits``."""
+    from types import SimpleNamespace
+
+    import torch
+
+    class LinearClassifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(dims, classes)
+
+        def forward(self, x: Any, labels: Any) -> Any:
+            logits = self.head(x)
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            return SimpleNamespace(loss=loss, logits=logits)
+
+    torch.manual_seed(seed)
+    return LinearClassifier()

@@ -3,37 +3,14 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import torch
 import yaml
-from helpers import classify_section, local_encoder, write_csv
+from helpers import TensorRows, classify_section, linear_classifier, local_encoder, write_csv
 
 from lmforge.cli import main
 from lmforge.data.builtin import load_builtin
 from lmforge.finetune.train import best_epoch, fit, mean_loss
-
-
-class _Pairs:
-    """The data interface fit() needs: a length and index batches with labels."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def batch(self, idx: list[int]) -> dict[str, torch.Tensor]:
-        return {"x": self.x[idx], "labels": self.y[idx]}
-
-
-class _Classifier(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(4, 2)
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor):
-        return SimpleNamespace(loss=torch.nn.functional.cross_entropy(self.linear(x), labels))
 
 
 def _overfitting_run(keep_best: bool):
@@ -42,9 +19,8 @@ def _overfitting_run(keep_best: bool):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 4, generator=g)
     y = (x[:, 0] > 0).long()
-    train, val = _Pairs(x, y), _Pairs(x[:16], 1 - y[:16])
-    torch.manual_seed(0)
-    model = _Classifier()
+    train, val = TensorRows(x, y), TensorRows(x[:16], 1 - y[:16])
+    model = linear_classifier(4, 2)
     history = fit(model, train, val, epochs=4, lr=0.1, batch_size=8, keep_best=keep_best)
     return history, mean_loss(model, val, 8, torch.device("cpu"))
 

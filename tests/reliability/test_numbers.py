@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import TOY_VOCAB, train_toy
+from helpers import TOY_VOCAB, TensorRows, linear_classifier, train_toy
 
 from lmforge.core.errors import LmforgeError, RecipeError
 from lmforge.core.schema import describe_fields
@@ -113,34 +113,13 @@ def test_pretraining_with_a_sane_lr_still_finishes(tmp_path):
 # ---------------------------------------------------------------- finetune: fit
 
 
-class Rows:
-    """Encoded-like rows: three separable classes of 4-dim points."""
-
-    def __init__(self, n: int = 24) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.y = torch.arange(n) % 3
-        self.x = torch.nn.functional.one_hot(self.y, 4).float() + 0.1 * torch.randn(
-            n, 4, generator=g
-        )
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def batch(self, idx: list[int]) -> dict[str, torch.Tensor]:
-        return {"x": self.x[idx], "labels": self.y[idx]}
-
-
-class Linear(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.head = torch.nn.Linear(4, 3)
-
-    def forward(self, x, labels):  # noqa: ANN001, ANN201
-        logits = self.head(x)
-        return SimpleNamespace(
-            loss=torch.nn.functional.cross_entropy(logits, labels), logits=logits
-        )
+def rows(n: int = 24) -> TensorRows:
+    """Three separable classes of 4-dim points."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 3
+    return TensorRows(
+        torch.nn.functional.one_hot(y, 4).float() + 0.1 * torch.randn(n, 4, generator=g), y
+    )
 
 
 @pytest.mark.parametrize("lr", [float("inf"), 1e308])
@@ -148,11 +127,11 @@ def test_fine_tuning_that_diverges_fails_naming_the_weights(lr):
     from lmforge.finetune.train import fit
 
     with pytest.raises(LmforgeError, match=r"fine-tuning diverged in epoch 1: .*head\.weight"):
-        fit(Linear(), Rows(), Rows(), epochs=3, lr=lr, batch_size=8)
+        fit(linear_classifier(4, 3), rows(), rows(), epochs=3, lr=lr, batch_size=8)
 
 
 def test_fine_tuning_with_a_sane_lr_still_trains():
     from lmforge.finetune.train import fit
 
-    history = fit(Linear(), Rows(), Rows(), epochs=3, lr=0.1, batch_size=8)
+    history = fit(linear_classifier(4, 3), rows(), rows(), epochs=3, lr=0.1, batch_size=8)
     assert history[-1]["train_loss"] < history[0]["train_loss"]

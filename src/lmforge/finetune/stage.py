@@ -83,8 +83,10 @@ def train_and_test(
     from lmforge.core.precision import model_hidden_size, resolve_precision
     from lmforge.finetune.methods import apply_method, trainable_parameters
     from lmforge.finetune.train import fit
+    from lmforge.models.positions import fit_positions
     from lmforge.tasks.base import TaskOptions
 
+    fit_positions(model, cfg.max_length)  # before encoding: a too-long max_length fails now
     opts = TaskOptions.of(cfg)
     encoded = {s: task.encode(processor, docs, info, opts, s) for s, docs in splits.items() if docs}
     for split, enc in encoded.items():
