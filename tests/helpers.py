@@ -45,6 +45,22 @@ def tiny_bert_config(vocab_size: int = 100, **overrides: Any) -> Any:
     return BertConfig(**{**fields, **overrides})
 
 
+def tiny_bart_config(**overrides: Any) -> Any:
+    """A BART config of 1 + 1 layers x 16 wide (an encoder-decoder with learned positions)."""
+    from transformers import BartConfig
+
+    fields: dict[str, Any] = {
+        "d_model": 16,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 32,
+        "decoder_ffn_dim": 32,
+    }
+    return BartConfig(**{**fields, **overrides})
+
+
 def tiny_bert(head: type | None = None, seed: int = 0, **config: Any) -> Any:
     """A freshly initialised tiny BERT with ``head`` (default: sequence classification)."""
     import torch

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 import yaml
-from helpers import instruction_section, trained_tokenizer
+from helpers import instruction_section, tiny_bart_config, trained_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmforge.core.errors import DataError, LmforgeError
@@ -179,7 +179,7 @@ def test_truncation_cuts_the_prompt_first_and_is_counted(bpe):
 
 
 def test_encoders_and_encoder_decoders_are_refused(tmp_path):
-    from transformers import BartConfig, BartForConditionalGeneration, BertConfig, BertModel
+    from transformers import BartForConditionalGeneration, BertConfig, BertModel
 
     small = {"vocab_size": 50, "max_position_embeddings": 32}
     BertModel(
@@ -191,18 +191,7 @@ def test_encoders_and_encoder_decoders_are_refused(tmp_path):
             **small,
         )
     ).save_pretrained(tmp_path / "bert")
-    BartForConditionalGeneration(
-        BartConfig(
-            d_model=16,
-            encoder_layers=1,
-            decoder_layers=1,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            encoder_ffn_dim=32,
-            decoder_ffn_dim=32,
-            **small,
-        )
-    ).save_pretrained(tmp_path / "bart")
+    BartForConditionalGeneration(tiny_bart_config(**small)).save_pretrained(tmp_path / "bart")
     with pytest.raises(LmforgeError, match=r"finetune.model: .*bert is an encoder \('bert'\)"):
         TASK.load_model(tmp_path / "bert", EN)
     with pytest.raises(LmforgeError, match=r"an encoder-decoder \('bart'\).*decoder-only"):

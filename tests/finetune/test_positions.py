@@ -6,7 +6,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from helpers import classify_section, local_encoder, tiny_bert, tiny_modernbert, write_csv
+from helpers import (
+    classify_section,
+    local_encoder,
+    tiny_bart_config,
+    tiny_bert,
+    tiny_modernbert,
+    write_csv,
+)
 
 from lmforge.cli import main
 from lmforge.core.errors import LmforgeError
@@ -29,7 +36,6 @@ def test_a_max_length_past_bert_positions_fails_naming_the_field(tmp_path, capsy
 
 def test_table_sizes_of_bert_gpt2_roberta_and_bart():
     from transformers import (
-        BartConfig,
         BartModel,
         GPT2Config,
         GPT2LMHeadModel,
@@ -54,19 +60,7 @@ def test_table_sizes_of_bert_gpt2_roberta_and_bart():
         )
     )
     assert position_table_size(roberta) == 64  # positions start after the padding index
-    bart = BartModel(
-        BartConfig(
-            vocab_size=50,
-            d_model=16,
-            encoder_layers=1,
-            decoder_layers=1,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            encoder_ffn_dim=32,
-            decoder_ffn_dim=32,
-            max_position_embeddings=48,
-        )
-    )
+    bart = BartModel(tiny_bart_config(vocab_size=50, max_position_embeddings=48))
     assert position_table_size(bart) == 48  # both sides, after BART's offset of 2
     assert position_table_size(tiny_modernbert()) is None  # RoPE: no table
 
