@@ -1,8 +1,8 @@
 """Seeding every random number generator a run touches, and asking torch for reproducible
 kernels.
 
-Measured on ``sentiment-zh`` at tiny size (two runs, same machine): once the WordPiece ids
-are canonical (``tokenizer.canonical``, the one source found on CPU), every weight and metric
+Measured on ``sentiment-zh`` at tiny size (two runs, same machine): once WordPiece training
+is reproducible (``tokenizer.wordpiece``, the one source found on CPU), every weight and metric
 is bit-identical, bf16 autocast (oneDNN) included, at the default thread count. On CUDA,
 embedding and scatter backward passes add with atomics in a varying order and cuBLAS picks
 workspaces per stream; ``deterministic`` asks torch for its deterministic kernels there

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lmforge.core.errors import DataError
-from lmforge.tokenizer.canonical import canonical_vocabulary
 from lmforge.tokenizer.config import TokenizerConfig
+from lmforge.tokenizer.wordpiece import train_wordpiece
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -134,7 +134,10 @@ def train_tokenizer(cfg: TokenizerConfig, texts: list[str]) -> Tokenizer:
         room = cfg.vocab_size - len(set(cfg.resolved_specials().values()))
         texts = drop_rare_characters(texts, cfg.character_coverage, max(1, int(0.9 * room)))
     try:
-        tok.train_from_iterator(_batches(texts), trainer=trainer, length=len(texts))
+        if cfg.kind == "wordpiece":  # the same vocabulary every run (see tokenizer.wordpiece)
+            tok = train_wordpiece(tok, trainer, lambda: _batches(texts), len(texts))
+        else:
+            tok.train_from_iterator(_batches(texts), trainer=trainer, length=len(texts))
     except Exception as e:
         if "not large enough to contain all chars" not in str(e):
             raise
@@ -144,7 +147,6 @@ def train_tokenizer(cfg: TokenizerConfig, texts: list[str]) -> Tokenizer:
             f"of the corpus, which a unigram vocabulary must all hold; raise tokenizer.vocab_size "
             f"above {chars + len(cfg.resolved_specials())} or use kind: bpe"
         ) from None
-    tok = canonical_vocabulary(tok)  # the same ids on every run (see tokenizer.canonical)
     if cfg.kind == "wordpiece":
         from tokenizers.processors import TemplateProcessing
 
