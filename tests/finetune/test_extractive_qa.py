@@ -158,6 +158,28 @@ def test_prompt_tuning_virtual_tokens_shift_positions_and_logits(tok):
         TASK.encode(tok, [doc], INFO, prompt.model_copy(update={"max_length": 18}), "train")
 
 
+def test_served_prompt_tuned_reader_skips_the_virtual_logits(tok):
+    """/v1/qa reads a prompt-tuned reader as predict does: windows leave the virtual tokens
+    room and their logits (first in peft's output) are not context positions."""
+    from lmforge.serve.loader import ServedModel
+    from lmforge.serve.runners import answer
+
+    prompt = FinetuneConfig(
+        task="extractive-qa",
+        method="prompt",
+        max_length=32,
+        method_config={"num_virtual_tokens": 4},
+    )
+    alpha = tok.convert_tokens_to_ids("alpha")
+    served = ServedModel(
+        name="reader", path=None, task="extractive-qa", kind="adapter", info=INFO,
+        model=TokenScorer({alpha: 5.0}, virtual=4), processor=tok, cfg=prompt, why="test",
+    )  # fmt: skip
+    context = "the cat sat on the mat . " * 8 + "only alpha here"
+    (result,) = answer(served, [("which word?", context)])
+    assert result["answer"] == "alpha" and context[result["start"] : result["end"]] == "alpha"
+
+
 def save_tiny_qa_bert(tok, path):
     """A fresh 1-layer BERT with a QA head for ``tok``'s vocabulary, saved to ``path``."""
     model = tiny_bert(

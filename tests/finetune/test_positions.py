@@ -34,6 +34,27 @@ def test_a_max_length_past_bert_positions_fails_naming_the_field(tmp_path, capsy
     assert "internal error" not in err
 
 
+def test_prompt_tuning_counts_its_virtual_tokens_in_max_length(tmp_path):
+    """Prompt tuning prepends its virtual tokens to the input: at max_length = the table size,
+    texts are cut to leave them room, in training, evaluation and serving alike (it was an
+    index error in BERT's position embedding)."""
+    from lmforge.serve.loader import load_served
+    from lmforge.serve.runners import classify
+
+    docs = load_builtin("bbc-news", limit=30)
+    train = write_csv(tmp_path / "train.csv", docs[:24])
+    test = write_csv(tmp_path / "test.csv", docs[24:])
+    base = local_encoder(tmp_path / "base", [d.text for d in docs])  # 64 positions
+    section = classify_section(
+        base, train, test, method="prompt", max_length=64, method_config={"num_virtual_tokens": 8}
+    )
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"name": "ft", "finetune": section}))
+    assert main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run")]) == 0
+    served = load_served(tmp_path / "run")
+    (result,) = classify(served, [docs[0].text * 3])  # far longer than 56 tokens
+    assert result["label"] in served.labels
+
+
 def test_table_sizes_of_bert_gpt2_roberta_and_bart():
     from transformers import (
         BartModel,

@@ -14,6 +14,7 @@ from typing import Any
 from lmforge.core.errors import LmforgeError
 from lmforge.data.document import Document
 from lmforge.serve.loader import ServedModel
+from lmforge.tasks.base import TaskOptions
 
 # NER words: one CJK character each (as People's Daily is annotated), full-width digits and
 # letters too ("１９９８" is four tokens there), else a run of word characters, else one
@@ -51,7 +52,7 @@ def classify(sm: ServedModel, texts: list[str], top_k: int | None = None) -> lis
     import torch
 
     tok = sm.processor
-    enc = tok(texts, truncation=True, max_length=sm.cfg.max_length, padding=True)
+    enc = tok(texts, truncation=True, max_length=TaskOptions.of(sm.cfg).text_length, padding=True)
     batch = {k: torch.tensor(v).to(_device(sm.model)) for k, v in enc.items()}
     with torch.no_grad():
         logits = sm.model(**batch).logits.float().cpu()
@@ -137,7 +138,8 @@ def answer(sm: ServedModel, items: list[tuple[str, str]]) -> list[dict[str, Any]
 
     tok = sm.processor
     questions, contexts = [q for q, _ in items], [c for _, c in items]
-    max_length = sm.cfg.max_length
+    opts = TaskOptions.of(sm.cfg)
+    max_length, virtual = opts.text_length, opts.virtual_tokens
     enc = tok(
         questions,
         contexts,
@@ -159,8 +161,9 @@ def answer(sm: ServedModel, items: list[tuple[str, str]]) -> list[dict[str, Any]
     for f in range(len(sample)):
         seq = enc.sequence_ids(f)
         offsets = [tuple(o) if seq[k] == 1 else None for k, o in enumerate(offsets_all[f])]
-        span = best_span(out.start_logits[f].float(), out.end_logits[f].float(), offsets, n_best,
-                         max_tokens)  # fmt: skip
+        # prompt tuning: the logits of the virtual tokens come first
+        starts, ends = out.start_logits[f, virtual:].float(), out.end_logits[f, virtual:].float()
+        span = best_span(starts, ends, offsets, n_best, max_tokens)
         i = sample[f]
         if span is not None and (i not in best or span[0] > best[i][0]):
             best[i] = span

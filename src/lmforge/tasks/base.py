@@ -97,6 +97,12 @@ class TaskOptions:
             virtual_tokens=cfg.method_config.num_virtual_tokens if prompt else 0,
         )
 
+    @property
+    def text_length(self) -> int:
+        """Tokens of text per sequence: peft's prompt tuning prepends its virtual tokens to
+        the input, and they take positions in the model's table too."""
+        return self.max_length - self.virtual_tokens
+
 
 @dataclass(frozen=True)
 class Task:

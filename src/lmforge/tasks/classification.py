@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge.core.errors import DataError
+from lmforge.core.errors import DataError, LmforgeError
 from lmforge.data.document import Document
 from lmforge.tasks.base import TASKS, Encoded, Splits, Task, TaskOptions, pad_sequences
 from lmforge.tasks.heads import head_loader, label_config
@@ -112,8 +112,13 @@ def encode(
     """Tokenize with truncation (counted) and map labels to ids."""
     opts = TaskOptions.of(options)
     info.check(docs, split)
+    if opts.text_length <= tokenizer.num_special_tokens_to_add(pair=False):
+        raise LmforgeError(
+            f"finetune.max_length={opts.max_length} leaves no room for text"
+            + (f" after {opts.virtual_tokens} virtual tokens" if opts.virtual_tokens else "")
+        )
     ids, truncated = tokenize_counting_truncation(
-        tokenizer, [d.text for d in docs], opts.max_length
+        tokenizer, [d.text for d in docs], opts.text_length
     )
     targets = info.targets(docs)
     features = [{"input_ids": row, "labels": y} for row, y in zip(ids, targets, strict=True)]

@@ -164,7 +164,7 @@ def encode(tokenizer: Any, docs: list[Document], info: QAInfo, options: Any, spl
             "context; check finetune.data.text_column / label_column"
         )
     virtual = opts.virtual_tokens
-    max_length = opts.max_length - virtual  # prompt tuning's virtual tokens take positions too
+    max_length = opts.text_length  # prompt tuning's virtual tokens take positions too
     if max_length < 16:
         raise LmforgeError(
             f"extractive-qa: finetune.max_length={opts.max_length} leaves {max_length} tokens "

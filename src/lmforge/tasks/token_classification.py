@@ -202,7 +202,7 @@ def encode(
         )
     info.check(docs, split)
     virtual = opts.virtual_tokens
-    max_length = opts.max_length - virtual  # prompt tuning's virtual tokens take positions too
+    max_length = opts.text_length  # prompt tuning's virtual tokens take positions too
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
     if budget < 1:
         raise LmforgeError(
