@@ -18,7 +18,8 @@ ordinary vocabulary: ``##a`` in the input text must not be matched as a special 
 The first pass repeats the word counting (about 1 s per 3 million characters).
 
 BPE needs none of this (no prefix, and the trainer sorts its alphabet). Unigram is not
-fixed: its trainer gives the characters it must keep consecutive filler scores in hash order.
+fixed: its scores differ in their last digits between trainings, and the order of its pieces
+with them, even on one thread.
 """
 
 from __future__ import annotations
